@@ -1,0 +1,413 @@
+"""The Referrals API client: get one referral by id, page through the list, politely.
+
+One :class:`ReferralsClient` serves a whole run. All its requests share one
+:class:`Throttle`: an optional fixed cap (``api.max_requests_per_second``), a global pause when
+the API answers 429 (its ``Retry-After``, else exponential backoff with jitter), and an
+additive-increase / multiplicative-decrease limit on both the concurrency in use and the request
+rate, so a throttled run settles just under the server's limit instead of hammering it.
+
+5xx answers, timeouts and connection errors are retried with exponential backoff and jitter up to
+``api.max_attempts``; then that id fails for this run. When every request keeps failing
+(``api.breaker_failures`` in a row), the circuit breaker raises :class:`ApiUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+
+from etl.config import ApiSettings
+from etl.errors import ApiUnavailableError, AuthError, BadDocumentError
+from etl.ids import canonical_id
+
+log = logging.getLogger(__name__)
+
+_RETRYABLE = frozenset({500, 502, 503, 504})
+_MAX_THROTTLED = 30  # 429 answers one request may get before its id fails
+_BACKOFF_BASE = 0.5
+_BACKOFF_CAP = 30.0
+ROLES_HINT = (
+    "the signed-in user needs the Referrals Admin or Referrals User role in Partner Center "
+    "(Account settings > User management)"
+)
+
+
+@dataclass(slots=True)
+class FetchResult:
+    """What one GET of a referral ended with. ``status`` is 200, 304, 404 or 0 (failed)."""
+
+    id: str
+    status: int
+    document: dict[str, Any] | None = None
+    etag_header: str | None = None
+    error: str | None = None
+    http_status: int | None = None
+    request_id: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class ClientStats:
+    """Counters for the run summary and metrics."""
+
+    requests: int = 0
+    throttled: int = 0
+    retries: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+    def count(self, status: int) -> None:
+        self.requests += 1
+        self.by_status[status] = self.by_status.get(status, 0) + 1
+        if status == 429:
+            self.throttled += 1
+
+
+class Throttle:
+    """Shared pacing for every request of a run: a cap, 429 pauses, and AIMD limits."""
+
+    def __init__(self, concurrency: int, max_rps: float, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self.max_concurrency = concurrency
+        self.limit = float(concurrency)
+        self.in_flight = 0
+        self._cap = max_rps
+        self.rate: float = max_rps  # 0 = unlimited, until the server throttles us
+        self._next_slot = 0.0
+        self._paused_until = 0.0
+        self._changed = asyncio.Condition()
+        self._recent: list[float] = []  # completion times of recent successes
+
+    async def acquire(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight < max(1, int(self.limit)))
+            self.in_flight += 1
+        while True:
+            now = self._clock()
+            wait = self._paused_until - now
+            if self.rate > 0:
+                slot = max(now, self._next_slot)
+                wait = max(wait, slot - now)
+                if wait <= 0:
+                    self._next_slot = slot + 1.0 / self.rate
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+    async def release(self) -> None:
+        async with self._changed:
+            self.in_flight -= 1
+            self._changed.notify_all()
+
+    def succeeded(self) -> None:
+        now = self._clock()
+        self._recent.append(now)
+        if len(self._recent) > 512:
+            del self._recent[:256]
+        if self.limit < self.max_concurrency:
+            self.limit = min(self.max_concurrency, self.limit + 1.0 / self.limit)
+        if self.rate > 0 and (self._cap == 0 or self.rate < self._cap):
+            # Additive increase: about 1% a second at the current rate.
+            self.rate += 0.01
+            if self._cap:
+                self.rate = min(self.rate, self._cap)
+
+    def throttled(self, retry_after: float | None, attempt: int) -> float:
+        """Record a 429; returns how long every worker now pauses."""
+        now = self._clock()
+        pause = retry_after if retry_after is not None else _backoff(attempt)
+        if now + pause > self._paused_until:
+            self._paused_until = now + pause
+            self.limit = max(1.0, self.limit / 2)
+            observed = self._observed_rate(now)
+            base = min(self.rate, observed) if self.rate > 0 else observed
+            self.rate = max(0.5, 0.9 * base) if base > 0 else 1.0
+        return pause
+
+    def _observed_rate(self, now: float) -> float:
+        window = [t for t in self._recent if now - t <= 2.0]
+        if len(window) < 2:
+            return 0.0
+        span = max(now - window[0], 0.25)
+        return len(window) / span
+
+
+def _backoff(attempt: int) -> float:
+    """Exponential backoff with full jitter, for the attempt that just failed (1-based)."""
+    return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1)))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, min(float(value), 600.0))
+    except ValueError:
+        return None
+
+
+def _request_id(response: httpx.Response) -> str | None:
+    headers = response.headers
+    found: str | None = (
+        headers.get("request-id") or headers.get("ms-requestid") or headers.get("x-ms-request-id")
+    )
+    return found
+
+
+def error_message(response: httpx.Response, body: bytes) -> str:
+    """A short description of an error answer, from any of the API's error body shapes."""
+    detail = ""
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        inner = parsed.get("error")
+        if isinstance(inner, dict):
+            detail = f"{inner.get('code', '')}: {inner.get('message', '')}"
+        elif "description" in parsed or "code" in parsed:
+            detail = f"{parsed.get('code', '')}: {parsed.get('description', '')}"
+        elif "message" in parsed:
+            detail = str(parsed["message"])
+    text = f"HTTP {response.status_code}"
+    if detail.strip(": "):
+        text += f" ({detail.strip(': ')[:200]})"
+    request_id = _request_id(response)
+    return text + (f" request-id {request_id}" if request_id else "")
+
+
+class _RetryableError(Exception):
+    def __init__(self, reason: str, wait: float | None = None) -> None:
+        super().__init__(reason)
+        self.wait = wait
+
+
+class ReferralsClient:
+    """Async client of the Referrals API; use as ``async with ReferralsClient(...) as client``."""
+
+    def __init__(
+        self,
+        settings: ApiSettings,
+        auth: httpx.Auth | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        throttle: Throttle | None = None,
+    ) -> None:
+        self.settings = settings
+        self.base_url = settings.base_url.rstrip("/")
+        self.stats = ClientStats()
+        self.throttle = throttle or Throttle(settings.concurrency, settings.max_requests_per_second)
+        self._consecutive_failures = 0
+        limits = httpx.Limits(
+            max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+        )
+        self._http = httpx.AsyncClient(
+            auth=auth,
+            transport=transport,
+            timeout=httpx.Timeout(settings.timeout_seconds),
+            limits=limits,
+            headers={"Accept": "application/json", "User-Agent": "partner-referrals-etl"},
+            follow_redirects=False,
+        )
+
+    async def __aenter__(self) -> ReferralsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def fetch_referral(self, referral_id: str, etag: str | None = None) -> FetchResult:
+        """GET one referral, with ``If-None-Match`` when an eTag is stored."""
+        started = time.perf_counter()
+        referral_id = canonical_id(referral_id)
+        headers = {"If-None-Match": etag} if etag else {}
+        url = f"{self.base_url}/engagements/referrals/{referral_id}"
+        try:
+            response, body = await self._send(url, headers)
+        except (_RetryableError, BadDocumentError) as exc:
+            return FetchResult(referral_id, 0, error=str(exc), seconds=_since(started))
+        result = FetchResult(
+            referral_id,
+            response.status_code,
+            etag_header=response.headers.get("etag"),
+            http_status=response.status_code,
+            request_id=_request_id(response),
+        )
+        if response.status_code == 200:
+            try:
+                result.document = self._document(referral_id, response, body)
+            except BadDocumentError as exc:
+                result.status, result.error = 0, str(exc)
+        elif response.status_code in {404, 410}:
+            result.status = 404
+        elif response.status_code != 304:
+            result.status, result.error = 0, error_message(response, body)
+        result.seconds = _since(started)
+        return result
+
+    async def list_referrals(
+        self, orderby: str = "updatedDateTime desc", odata_filter: str = ""
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Pages of the list endpoint; a next link is followed on our own base URL."""
+        params: list[tuple[str, str]] = [("$top", "100"), ("$orderby", orderby)]
+        if odata_filter:
+            params.append(("$filter", odata_filter))
+        url = f"{self.base_url}/engagements/referrals"
+        while True:
+            try:
+                response, body = await self._send(url, {}, params)
+            except _RetryableError as exc:
+                raise ApiUnavailableError(f"listing referrals failed: {exc}") from None
+            if response.status_code != 200:
+                raise ApiUnavailableError(f"listing referrals: {error_message(response, body)}")
+            try:
+                page = json.loads(body)
+            except ValueError:
+                raise ApiUnavailableError("listing referrals: the answer is not JSON") from None
+            values = page.get("value") if isinstance(page, dict) else None
+            if not isinstance(values, list):
+                raise ApiUnavailableError("listing referrals: the answer has no value array")
+            yield [v for v in values if isinstance(v, dict)]
+            next_link = page.get("@odata.nextLink")
+            if not isinstance(next_link, str) or not next_link:
+                return
+            params = parse_qsl(urlsplit(next_link).query, keep_blank_values=True)
+
+    def _document(self, referral_id: str, response: httpx.Response, body: bytes) -> dict[str, Any]:
+        content_type = response.headers.get("content-type", "")
+        where = f"referral {referral_id}"
+        if content_type and "json" not in content_type.lower():
+            raise BadDocumentError(
+                f"{where}: the API answered {content_type.split(';')[0]!r}, not JSON"
+            )
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise BadDocumentError(
+                f"{where}: the body is not valid JSON ({exc.__class__.__name__} at byte "
+                f"{getattr(exc, 'pos', '?')} of {len(body)}); request-id {_request_id(response)}"
+            ) from None
+        if not isinstance(document, dict):
+            raise BadDocumentError(
+                f"{where}: the body is a JSON {type(document).__name__}, not an object"
+            )
+        got = document.get("id")
+        if not isinstance(got, str) or got.lower() != referral_id.lower():
+            raise BadDocumentError(
+                f"{where}: the API returned a document for id {str(got)[:80]!r} instead"
+            )
+        document["id"] = referral_id
+        return document
+
+    async def _send(
+        self, url: str, headers: dict[str, str], params: list[tuple[str, Any]] | None = None
+    ) -> tuple[httpx.Response, bytes]:
+        """One logical request with retries; raises ``_RetryableError`` when attempts run out."""
+        correlation = str(uuid.uuid4())
+        attempt = 0
+        throttled = 0
+        while True:
+            attempt += 1
+            request_headers = {
+                **headers,
+                "MS-CorrelationId": correlation,
+                "client-request-id": correlation,
+                "MS-RequestId": str(uuid.uuid4()),
+            }
+            await self.throttle.acquire()
+            try:
+                response, body = await self._attempt(url, request_headers, params)
+            except _RetryableError as exc:
+                self._failed_attempt()
+                if attempt >= self.settings.max_attempts:
+                    raise _RetryableError(f"{exc} (gave up after {attempt} attempts)") from None
+                self.stats.retries += 1
+                await asyncio.sleep(_backoff(attempt) if exc.wait is None else exc.wait)
+                continue
+            finally:
+                await self.throttle.release()
+            status = response.status_code
+            if status == 429:
+                throttled += 1
+                pause = self.throttle.throttled(_retry_after(response), throttled)
+                log.debug("throttled (429), every worker pauses %.1fs", pause)
+                if throttled > _MAX_THROTTLED:
+                    raise _RetryableError(f"still throttled (429) after {throttled} answers")
+                await asyncio.sleep(pause)
+                attempt -= 1  # a 429 is the server pacing us, not a failed attempt
+                continue
+            if status in _RETRYABLE:
+                self._failed_attempt()
+                if attempt >= self.settings.max_attempts:
+                    message = error_message(response, body)
+                    raise _RetryableError(f"{message} (gave up after {attempt} attempts)")
+                self.stats.retries += 1
+                wait = _retry_after(response)
+                await asyncio.sleep(_backoff(attempt) if wait is None else wait)
+                continue
+            if status == 403:
+                raise AuthError(f"the API refused access (403): {ROLES_HINT}")
+            self._consecutive_failures = 0
+            self.throttle.succeeded()
+            return response, body
+
+    async def _attempt(
+        self, url: str, headers: dict[str, str], params: list[tuple[str, Any]] | None
+    ) -> tuple[httpx.Response, bytes]:
+        cap = self.settings.max_body_bytes
+        try:
+            request = self._http.build_request("GET", url, headers=headers, params=params)
+            response = await self._http.send(request, stream=True)
+            try:
+                length = response.headers.get("content-length")
+                if length is not None and length.isdigit() and int(length) > cap:
+                    body = b""
+                    oversized = True
+                else:
+                    chunks = []
+                    size = 0
+                    oversized = False
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > cap:
+                            oversized = True
+                            break
+                        chunks.append(chunk)
+                    body = b"".join(chunks)
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException:
+            raise _RetryableError(f"timed out after {self.settings.timeout_seconds:g}s") from None
+        except httpx.TransportError as exc:
+            raise _RetryableError(f"connection failed ({exc.__class__.__name__}: {exc})") from None
+        self.stats.count(response.status_code)
+        if oversized:
+            raise BadDocumentError(
+                f"the answer is larger than api.max_body_bytes ({cap} bytes); refused"
+            )
+        return response, body
+
+    def _failed_attempt(self) -> None:
+        self._consecutive_failures += 1
+        limit = self.settings.breaker_failures
+        if limit and self._consecutive_failures >= limit:
+            raise ApiUnavailableError(
+                f"the API at {self.base_url} failed {self._consecutive_failures} requests in a "
+                "row; stopping this run (check the API's health and network, then rerun)"
+            )
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started

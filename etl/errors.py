@@ -1,0 +1,81 @@
+"""One exception tree for the whole job; each class carries the exit code the CLI uses.
+
+::
+
+    EtlError                      1  something failed (base class)
+    ├── ConfigError               2  usage or configuration error
+    ├── AuthError                 3  token, consent or referrals role
+    ├── ApiUnavailableError       4  the API could not be used at all
+    ├── DatabaseError             5  database unreachable or failing
+    │   └── SchemaNotAtHeadError  5  migrations not applied: run `referrals-etl db upgrade`
+    ├── LockHeldError            75  another run holds the lock
+    ├── InterruptedRunError  130/143  SIGINT / SIGTERM, after in-flight work was recorded
+    └── ReferralError             1  one referral could not be fetched or stored (never stops a run)
+        ├── BadDocumentError         the API answered with something that is not a referral
+        └── InvalidIdError           an id that can never be a referral id
+
+Messages say what failed, where, and what to do; they never contain a token or secret.
+"""
+
+from __future__ import annotations
+
+
+class EtlError(Exception):
+    """Base of every error the job raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(EtlError):
+    """A configuration or usage error; the message names the key, its source and what is valid."""
+
+    exit_code = 2
+
+
+class AuthError(EtlError):
+    """Authentication or authorization failed (token, consent, missing referrals role)."""
+
+    exit_code = 3
+
+
+class ApiUnavailableError(EtlError):
+    """The Referrals API could not be used at all (unreachable, or failing beyond retries)."""
+
+    exit_code = 4
+
+
+class DatabaseError(EtlError):
+    """The database is unreachable or keeps failing."""
+
+    exit_code = 5
+
+
+class SchemaNotAtHeadError(DatabaseError):
+    """The database schema is not at the migrations' head revision."""
+
+
+class LockHeldError(EtlError):
+    """Another run holds the sync lock; nothing was done."""
+
+    exit_code = 75
+
+
+class InterruptedRunError(EtlError):
+    """The run was stopped by a signal after in-flight work was recorded."""
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+        self.exit_code = 128 + signal_number
+
+
+class ReferralError(EtlError):
+    """One referral failed; recorded in `sync_state` and retried later, the run goes on."""
+
+
+class BadDocumentError(ReferralError):
+    """The API answered 200 with something that is not a usable referral document."""
+
+
+class InvalidIdError(ReferralError):
+    """A string that can never be a referral id (it is rejected before any request)."""

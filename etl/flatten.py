@@ -1,0 +1,273 @@
+"""Pure functions from one referral document to the rows of every table.
+
+No I/O and no SQLAlchemy here: ``flatten_referral(document)`` returns plain dicts keyed by column
+name. It never fails on an odd shape (see design/partner-api.md): a missing part, ``null`` or
+``""`` anywhere, a lone object where an array is expected, ``customerProfile.ids`` as an array or
+an object, ``dealValue`` as a string, 0/6/7 fractional digits, requirement arrays beyond the
+documented four, unknown fields. Values that cannot fit their column (an unparseable date, a
+deal value out of range) become NULL there; the whole document is kept in ``payload``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+Row = dict[str, Any]
+
+# Column widths that are bounded in the schema (the rest are TEXT).
+_ID_WIDTH = 64
+_ITEM_ID_WIDTH = 255
+_MONEY_LIMIT = Decimal(10) ** 15  # NUMERIC(19,4)
+_QUANTUM = Decimal("0.0001")
+
+
+@dataclass(slots=True)
+class FlatReferral:
+    """The rows of one referral: the parent row, its child rows and its history values."""
+
+    id: str
+    etag: str | None
+    content_hash: str
+    referral: Row
+    customer: Row
+    customer_ids: list[Row] = field(default_factory=list)
+    contacts: list[Row] = field(default_factory=list)
+    requirements: list[Row] = field(default_factory=list)
+    targets: list[Row] = field(default_factory=list)
+
+    def children(self) -> dict[str, list[Row]]:
+        """Child rows by table name."""
+        return {
+            "referral_customers": [self.customer],
+            "referral_customer_ids": self.customer_ids,
+            "referral_contacts": self.contacts,
+            "referral_requirements": self.requirements,
+            "referral_targets": self.targets,
+        }
+
+
+def content_hash(document: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a document (sorted keys, no spaces)."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def flatten_referral(document: dict[str, Any], etag_header: str | None = None) -> FlatReferral:
+    """Every row that one referral document gives. ``document["id"]`` must be a string."""
+    rid = document["id"]
+    details = _dict(document.get("details"))
+    consent = _dict(document.get("consent"))
+    invite = _dict(document.get("inviteContext"))
+    invited_by = _dict(invite.get("invitedBy"))
+    profile = _dict(document.get("customerProfile"))
+    address = _dict(profile.get("address"))
+    etag = _text(document.get("eTag")) or etag_header
+
+    referral: Row = {
+        "id": rid,
+        "engagement_id": _bounded(document.get("engagementId"), _ID_WIDTH),
+        "name": _text(document.get("name")),
+        "organization_id": _text(document.get("organizationId")),
+        "organization_name": _text(document.get("organizationName")),
+        "external_reference_id": _text(document.get("externalReferenceId")),
+        "status": _bounded(document.get("status"), _ID_WIDTH),
+        "substatus": _text(document.get("substatus")),
+        "status_reason": _text(document.get("statusReason")),
+        "qualification": _text(document.get("qualification")),
+        "type": _text(document.get("type")),
+        "direction": _text(document.get("direction")),
+        "created_at": parse_time(document.get("createdDateTime")),
+        "updated_at": parse_time(document.get("updatedDateTime")),
+        "expires_at": parse_time(document.get("expirationDateTime")),
+        "accepted_at": parse_time(document.get("acceptedDateTime")),
+        "deal_value": _money(details.get("dealValue")),
+        "currency": _text(details.get("currency")),
+        "closing_at": parse_time(details.get("closingDateTime")),
+        "notes": _text(details.get("notes")),
+        "consent_to_contact": _bool(consent.get("consentToContact")),
+        "consent_to_share_info": _bool(consent.get("consentToToShareInfoWithOthers")),
+        "invite_notes": _text(invite.get("notes")),
+        "invited_by_organization_id": _text(invited_by.get("organizationId")),
+        "invited_by_organization_name": _text(invited_by.get("organizationName")),
+        "etag": etag,
+        "payload": document,
+    }
+    customer: Row = {
+        "referral_id": rid,
+        "name": _text(profile.get("name")),
+        "size": _text(profile.get("size")),
+        "address_line1": _text(address.get("addressLine1")),
+        "address_line2": _text(address.get("addressLine2")),
+        "city": _text(address.get("city")),
+        "state": _text(address.get("state")),
+        "region": _text(address.get("region")),
+        "postal_code": _text(address.get("postalCode")),
+        "country": _text(address.get("country")),
+    }
+    return FlatReferral(
+        id=rid,
+        etag=etag,
+        content_hash=content_hash(document),
+        referral=referral,
+        customer=customer,
+        customer_ids=_customer_ids(rid, profile.get("ids")),
+        contacts=_contacts(rid, "customer", profile.get("team"))
+        + _contacts(rid, "team", document.get("team")),
+        requirements=_requirements(rid, details.get("requirements")),
+        targets=[
+            {
+                "referral_id": rid,
+                "position": i,
+                "target_type": _text(t.get("type")),
+                "target_id": _text(t.get("id")),
+            }
+            for i, t in enumerate(_objects(document.get("target")))
+        ],
+    )
+
+
+def history_values(flat: FlatReferral) -> Row:
+    """The columns of a ``referral_history`` version taken from the referral row."""
+    r = flat.referral
+    return {
+        "referral_id": flat.id,
+        "etag": r["etag"],
+        "status": r["status"],
+        "substatus": r["substatus"],
+        "qualification": r["qualification"],
+        "deal_value": r["deal_value"],
+        "currency": r["currency"],
+        "closing_at": r["closing_at"],
+        "updated_at": r["updated_at"],
+        "payload": r["payload"],
+    }
+
+
+def _customer_ids(rid: str, value: Any) -> list[Row]:
+    if isinstance(value, dict):
+        pairs: list[tuple[str | None, str | None]] = [(str(k), _text(v)) for k, v in value.items()]
+    else:
+        pairs = [(_text(o.get("profileType")), _text(o.get("id"))) for o in _objects(value)]
+    return [
+        {"referral_id": rid, "position": i, "profile_type": kind, "value": val}
+        for i, (kind, val) in enumerate(pairs)
+    ]
+
+
+def _contacts(rid: str, side: str, value: Any) -> list[Row]:
+    rows = []
+    for i, member in enumerate(_objects(value)):
+        preference = _dict(member.get("contactPreference"))
+        rows.append(
+            {
+                "referral_id": rid,
+                "side": side,
+                "position": i,
+                "first_name": _text(member.get("firstName")),
+                "last_name": _text(member.get("lastName")),
+                "email": _text(member.get("email")),
+                "phone_number": _text(member.get("phoneNumber")),
+                "title": _text(member.get("title")),
+                "locale": _text(preference.get("locale")),
+                "disable_notifications": _bool(preference.get("disableNotifications")),
+            }
+        )
+    return rows
+
+
+def _requirements(rid: str, value: Any) -> list[Row]:
+    rows = []
+    for kind, items in _dict(value).items():
+        if not isinstance(items, list | dict) or len(kind) > _ID_WIDTH:
+            continue  # e.g. a scalar flag: kept in payload only
+        if isinstance(items, dict) and not _looks_like_item(items):
+            continue  # an object of settings (additionalRequirements): payload only
+        for i, item in enumerate(_objects(items)):
+            rows.append(
+                {
+                    "referral_id": rid,
+                    "kind": kind,
+                    "position": i,
+                    "item_id": _bounded(item.get("id"), _ITEM_ID_WIDTH),
+                    "name": _text(item.get("name")),
+                    "item_type": _text(item.get("type")),
+                }
+            )
+    return rows
+
+
+def _looks_like_item(value: dict[str, Any]) -> bool:
+    return "id" in value or "name" in value
+
+
+def _objects(value: Any) -> list[dict[str, Any]]:
+    """An array of objects; a lone object is a one-element array; other items are skipped."""
+    if isinstance(value, list):
+        return [
+            item if isinstance(item, dict) else {"id": item} for item in value if item is not None
+        ]
+    if isinstance(value, dict):
+        return [value]
+    return []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _bounded(value: Any, width: int) -> str | None:
+    text = _text(value)
+    return text[:width] if text is not None and len(text) > width else text
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A UTC datetime from an API timestamp (0, 6 or 7 fractional digits), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _money(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        value = repr(value)
+    try:
+        amount = Decimal(str(value).strip()) if value != "" else None
+    except InvalidOperation:
+        return None
+    if amount is None or not amount.is_finite() or abs(amount) >= _MONEY_LIMIT:
+        return None
+    return amount.quantize(_QUANTUM)
+
+
+def _bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "false"}:
+        return value.lower() == "true"
+    return None

@@ -1,0 +1,488 @@
+"""Writing fetched referrals: dialect-aware upserts, eTag skip, history, tombstones, the ledger.
+
+``write_batch`` stores the outcome of a batch of fetches in ONE transaction: parent rows
+upserted, child rows replaced, a new history version for each changed referral, and the ledger
+(`sync_state`) updated for every id, so a run killed at any instant leaves every referral either
+wholly old or wholly new, never half-written. Unchanged referrals (304, or the same eTag / content
+hash) touch only bookkeeping columns. Everything is Core ``executemany``: no per-row ORM objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from etl.config import SyncSettings
+from etl.errors import LockHeldError
+from etl.flatten import FlatReferral, flatten_referral, history_values
+from etl.models import CHILD_TABLES, TABLES
+
+log = logging.getLogger(__name__)
+
+referrals = TABLES["referrals"]
+history = TABLES["referral_history"]
+sync_state = TABLES["sync_state"]
+sync_runs = TABLES["sync_runs"]
+sync_locks = TABLES["sync_locks"]
+sync_cursors = TABLES["sync_cursors"]
+
+_CLOSED = "closed"
+_IN_CHUNK = 500  # ids per IN (...) list
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One id's fetch result, as the store needs it (built by ``sync`` from a FetchResult)."""
+
+    id: str
+    source: str
+    status: int  # 200, 304, 404, or 0 = failed
+    document: dict[str, Any] | None = None
+    etag_header: str | None = None
+    error: str | None = None
+    http_status: int | None = None
+
+
+@dataclass(slots=True)
+class BatchCounts:
+    unchanged: int = 0
+    created: int = 0
+    updated: int = 0
+    not_found: int = 0
+    failed: int = 0
+    fetched: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, other: BatchCounts) -> None:
+        for name in ("unchanged", "created", "updated", "not_found", "failed", "fetched"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.failures.extend(other.failures)
+
+
+@dataclass(slots=True)
+class _Known:
+    etag: str | None = None
+    content_hash: str | None = None
+    status: str | None = None
+    exists: bool = False
+    deleted: bool = False
+    failures: int = 0
+    tracked: bool = False
+
+
+def _chunks(values: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _upsert(
+    conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keep: Iterable[str]
+) -> None:
+    """Insert rows, updating every column except the key and ``keep`` on conflict."""
+    if not rows:
+        return
+    key = [c.name for c in table.primary_key.columns]
+    fixed = set(key) | set(keep)
+    columns = [name for name in rows[0] if name not in fixed]
+    name = conn.dialect.name
+    stmt: Any
+    if name in {"mysql", "mariadb"}:
+        stmt = mysql.insert(table)
+        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in columns})
+    else:
+        stmt = (postgresql if name == "postgresql" else sqlite).insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=key, set_={c: stmt.excluded[c] for c in columns}
+        )
+    conn.execute(stmt, rows)
+
+
+def _known(conn: Connection, ids: Sequence[str]) -> dict[str, _Known]:
+    known: dict[str, _Known] = {i: _Known() for i in ids}
+    for chunk in _chunks(ids):
+        for row in conn.execute(
+            sa.select(
+                sync_state.c.referral_id,
+                sync_state.c.etag,
+                sync_state.c.content_hash,
+                sync_state.c.consecutive_failures,
+            ).where(sync_state.c.referral_id.in_(chunk))
+        ):
+            k = known[row.referral_id]
+            k.tracked, k.etag, k.content_hash = True, row.etag, row.content_hash
+            k.failures = row.consecutive_failures or 0
+        for found in conn.execute(
+            sa.select(referrals.c.id, referrals.c.status, referrals.c.deleted_at).where(
+                referrals.c.id.in_(chunk)
+            )
+        ):
+            k = known[found.id]
+            k.exists, k.status, k.deleted = True, found.status, found.deleted_at is not None
+    return known
+
+
+def _next_after_success(settings: SyncSettings, status: str | None, now: datetime) -> datetime:
+    closed = (status or "").lower() == _CLOSED
+    return now + timedelta(
+        seconds=settings.refresh_closed_after if closed else settings.refresh_open_after
+    )
+
+
+def _next_after_failure(settings: SyncSettings, failures: int, now: datetime) -> datetime:
+    base = min(settings.retry_backoff_max, 60.0 * 2 ** min(failures - 1, 30))
+    return now + timedelta(seconds=base * random.uniform(0.8, 1.0))
+
+
+def write_batch(
+    engine: Engine,
+    outcomes: Sequence[Outcome],
+    settings: SyncSettings,
+    *,
+    run_id: int | None = None,
+    run_totals: dict[str, int] | None = None,
+    dry_run: bool = False,
+) -> BatchCounts:
+    """Store a batch of outcomes in one transaction; returns what happened to each kind."""
+    with engine.connect() as conn, conn.begin() as transaction:
+        counts = _write(conn, outcomes, settings)
+        if run_id is not None and run_totals is not None and not dry_run:
+            conn.execute(sa.update(sync_runs).where(sync_runs.c.id == run_id).values(**run_totals))
+        if dry_run:
+            transaction.rollback()
+    return counts
+
+
+def _write(conn: Connection, outcomes: Sequence[Outcome], settings: SyncSettings) -> BatchCounts:
+    now = utcnow()
+    counts = BatchCounts()
+    latest: dict[str, Outcome] = {o.id: o for o in outcomes}  # one outcome per id per batch
+    known = _known(conn, list(latest))
+    changed: list[FlatReferral] = []
+    created: set[str] = set()
+    checked: list[str] = []
+    gone: list[str] = []
+    ledger: list[dict[str, Any]] = []
+
+    for outcome in latest.values():
+        k = known[outcome.id]
+        state: dict[str, Any] = {
+            "referral_id": outcome.id,
+            "source": outcome.source,
+            "added_at": now,
+            "etag": k.etag,
+            "content_hash": k.content_hash,
+            "last_status_code": outcome.http_status or outcome.status,
+            "last_attempt_at": now,
+            "last_success_at": now,
+            "consecutive_failures": 0,
+            "last_error": None,
+            "next_attempt_at": None,
+        }
+        if outcome.status == 200 and outcome.document is not None:
+            counts.fetched += 1
+            flat = flatten_referral(outcome.document, outcome.etag_header)
+            same = (
+                flat.etag == k.etag
+                if flat.etag is not None
+                else flat.content_hash == k.content_hash
+            )
+            state["next_attempt_at"] = _next_after_success(settings, flat.referral["status"], now)
+            if k.exists and same:
+                counts.unchanged += 1
+                checked.append(outcome.id)
+            else:
+                changed.append(flat)
+                state["etag"], state["content_hash"] = flat.etag, flat.content_hash
+                if k.exists:
+                    counts.updated += 1
+                else:
+                    counts.created += 1
+                    created.add(outcome.id)
+        elif outcome.status == 304 and k.exists:
+            counts.fetched += 1
+            counts.unchanged += 1
+            checked.append(outcome.id)
+            state["next_attempt_at"] = _next_after_success(settings, k.status, now)
+        elif outcome.status == 404:
+            counts.not_found += 1
+            gone.append(outcome.id)
+            state["next_attempt_at"] = now + timedelta(seconds=settings.refresh_not_found_after)
+        else:
+            error = outcome.error or (
+                "304 Not Modified for an id that has no stored referral"
+                if outcome.status == 304
+                else f"unexpected status {outcome.status}"
+            )
+            counts.failed += 1
+            counts.failures.append((outcome.id, error))
+            failures = k.failures + 1
+            state.update(
+                last_success_at=None,
+                consecutive_failures=failures,
+                last_error=error[:2000],
+                next_attempt_at=_next_after_failure(settings, failures, now),
+            )
+        ledger.append(state)
+
+    if changed:
+        _store_changed(conn, changed, created, now)
+    if checked:
+        for chunk in _chunks(checked):
+            conn.execute(
+                sa.update(referrals)
+                .where(referrals.c.id.in_(chunk))
+                .values(last_checked_at=now, deleted_at=None)
+            )
+    if gone:
+        for chunk in _chunks(gone):
+            conn.execute(
+                sa.update(referrals)
+                .where(referrals.c.id.in_(chunk), referrals.c.deleted_at.is_(None))
+                .values(deleted_at=now)
+            )
+    # last_success_at stays as it was for a failure: split the ledger rows by shape.
+    succeeded = [s for s in ledger if s["last_success_at"] is not None]
+    failed = [
+        {k: v for k, v in s.items() if k != "last_success_at"}
+        for s in ledger
+        if s["last_success_at"] is None
+    ]
+    _upsert(conn, sync_state, succeeded, keep=("source", "added_at"))
+    _upsert(conn, sync_state, failed, keep=("source", "added_at"))
+    return counts
+
+
+def _store_changed(
+    conn: Connection, changed: list[FlatReferral], created: set[str], now: datetime
+) -> None:
+    ids = [f.id for f in changed]
+    parents = []
+    for flat in changed:
+        row = dict(flat.referral)
+        row.update(first_seen_at=now, last_changed_at=now, last_checked_at=now, deleted_at=None)
+        parents.append(row)
+    _upsert(conn, referrals, parents, keep=("first_seen_at",))
+    replaced = [i for i in ids if i not in created]
+    for table_name in CHILD_TABLES:
+        table = TABLES[table_name]
+        for chunk in _chunks(replaced):
+            conn.execute(sa.delete(table).where(table.c.referral_id.in_(chunk)))
+    for table_name in CHILD_TABLES:
+        rows = [row for flat in changed for row in flat.children()[table_name]]
+        if rows:
+            conn.execute(sa.insert(TABLES[table_name]), rows)
+    for chunk in _chunks(replaced):
+        conn.execute(
+            sa.update(history)
+            .where(history.c.referral_id.in_(chunk), history.c.valid_to.is_(None))
+            .values(valid_to=now)
+        )
+    versions = []
+    for flat in changed:
+        version = history_values(flat)
+        version.update(valid_from=now, valid_to=None)
+        versions.append(version)
+    conn.execute(sa.insert(history), versions)
+
+
+def stored_etags(engine: Engine, ids: Sequence[str]) -> dict[str, str | None]:
+    """The eTag to send as If-None-Match for each id that has a stored referral."""
+    found: dict[str, str | None] = {}
+    with engine.connect() as conn:
+        for chunk in _chunks(ids):
+            rows = conn.execute(
+                sa.select(sync_state.c.referral_id, sync_state.c.etag)
+                .join(referrals, referrals.c.id == sync_state.c.referral_id)
+                .where(sync_state.c.referral_id.in_(chunk))
+            )
+            found.update({row.referral_id: row.etag for row in rows})
+    return found
+
+
+def due_pages(engine: Engine, now: datetime, page: int = 1000) -> Iterator[list[tuple[str, str]]]:
+    """Pages of (id, source) of every tracked id due at ``now`` (keyset by id: flat memory)."""
+    last = ""
+    due = sa.or_(sync_state.c.next_attempt_at <= now, sync_state.c.next_attempt_at.is_(None))
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(sync_state.c.referral_id, sync_state.c.source)
+                .where(due, sync_state.c.referral_id > last)
+                .order_by(sync_state.c.referral_id)
+                .limit(page)
+            ).all()
+        if not rows:
+            return
+        yield [(r.referral_id, r.source) for r in rows]
+        last = rows[-1].referral_id
+
+
+def count_due(engine: Engine, now: datetime) -> int:
+    with engine.connect() as conn:
+        due = sa.or_(sync_state.c.next_attempt_at <= now, sync_state.c.next_attempt_at.is_(None))
+        return int(conn.execute(sa.select(sa.func.count()).where(due)).scalar_one())
+
+
+def track_ids(engine: Engine, ids: Sequence[tuple[str, str]], due: datetime) -> int:
+    """Start tracking ids (id, source) not tracked yet, and make the tracked ones due."""
+    if not ids:
+        return 0
+    now = utcnow()
+    with engine.begin() as conn:
+        existing: set[str] = set()
+        values = [i for i, _ in ids]
+        for chunk in _chunks(values):
+            existing.update(
+                conn.execute(
+                    sa.select(sync_state.c.referral_id).where(sync_state.c.referral_id.in_(chunk))
+                ).scalars()
+            )
+        new = [
+            {
+                "referral_id": i,
+                "source": s,
+                "added_at": now,
+                "next_attempt_at": due,
+                "consecutive_failures": 0,
+            }
+            for i, s in dict(ids).items()
+            if i not in existing
+        ]
+        if new:
+            conn.execute(sa.insert(sync_state), new)
+        for chunk in _chunks([i for i in values if i in existing]):
+            conn.execute(
+                sa.update(sync_state)
+                .where(sync_state.c.referral_id.in_(chunk))
+                .values(next_attempt_at=due)
+            )
+    return len(new)
+
+
+# Runs ---------------------------------------------------------------------------------------
+
+RUN_COUNTERS = (
+    "ids_total",
+    "fetched",
+    "unchanged",
+    "created",
+    "updated",
+    "not_found",
+    "failed",
+    "requests",
+    "throttled",
+)
+
+
+def start_run(
+    engine: Engine, trigger: str, status: str = "running", message: str | None = None
+) -> int:
+    now = utcnow()
+    with engine.begin() as conn:
+        values: dict[str, Any] = dict.fromkeys(RUN_COUNTERS, 0)
+        values.update(started_at=now, trigger=trigger, status=status, message=message)
+        if status != "running":
+            values["finished_at"] = now
+        result = conn.execute(sa.insert(sync_runs).values(**values))
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+
+def finish_run(
+    engine: Engine, run_id: int, status: str, totals: dict[str, int], message: str | None
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(sync_runs)
+            .where(sync_runs.c.id == run_id)
+            .values(finished_at=utcnow(), status=status, message=(message or None), **totals)
+        )
+
+
+# Lock ---------------------------------------------------------------------------------------
+
+
+def lock_owner(run_label: str = "") -> str:
+    return f"{socket.gethostname()}:{os.getpid()}{(':' + run_label) if run_label else ''}"[:255]
+
+
+def acquire_lock(engine: Engine, name: str, owner: str, lease_seconds: float) -> None:
+    """Take the lease ``name`` or raise :class:`LockHeldError`; an expired lease is taken over."""
+    now = utcnow()
+    expires = now + timedelta(seconds=lease_seconds)
+    row = {"name": name, "owner": owner, "acquired_at": now, "expires_at": expires}
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.insert(sync_locks).values(**row))
+            return
+    except sa.exc.IntegrityError:
+        pass
+    with engine.begin() as conn:
+        taken = conn.execute(
+            sa.update(sync_locks)
+            .where(sync_locks.c.name == name, sync_locks.c.expires_at < now)
+            .values(owner=owner, acquired_at=now, expires_at=expires)
+        ).rowcount
+        if taken == 1:
+            log.warning("took over the %s lock from a run whose lease had expired", name)
+            return
+        holder = conn.execute(
+            sa.select(sync_locks.c.owner, sync_locks.c.expires_at).where(sync_locks.c.name == name)
+        ).first()
+    who = f"{holder.owner}, lease until {holder.expires_at:%Y-%m-%d %H:%M:%S}Z" if holder else "?"
+    raise LockHeldError(f"another run holds the {name} lock ({who}); nothing was done")
+
+
+def renew_lock(engine: Engine, name: str, owner: str, lease_seconds: float) -> bool:
+    """Extend our lease; False when it is no longer ours."""
+    with engine.begin() as conn:
+        return (
+            conn.execute(
+                sa.update(sync_locks)
+                .where(sync_locks.c.name == name, sync_locks.c.owner == owner)
+                .values(expires_at=utcnow() + timedelta(seconds=lease_seconds))
+            ).rowcount
+            == 1
+        )
+
+
+def release_lock(engine: Engine, name: str, owner: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            sa.delete(sync_locks).where(sync_locks.c.name == name, sync_locks.c.owner == owner)
+        )
+
+
+# Cursors ------------------------------------------------------------------------------------
+
+
+def read_cursor(engine: Engine, name: str) -> datetime | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(sync_cursors.c.position).where(sync_cursors.c.name == name)
+        ).scalar_one_or_none()
+
+
+def write_cursor(engine: Engine, name: str, position: datetime) -> None:
+    with engine.begin() as conn:
+        _upsert(
+            conn,
+            sync_cursors,
+            [{"name": name, "position": position, "updated_at": utcnow()}],
+            keep=(),
+        )
