@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -163,6 +164,27 @@ def db_current() -> None:
     click.echo(f"{current or 'empty (no revision)'} ({state})")
     if current != head:
         sys.exit(5)
+
+
+@db_group.command("docs")
+@common_options
+@click.option(
+    "--output",
+    default="docs/data-dictionary.md",
+    show_default=True,
+    help="Where to write the data dictionary (- = stdout).",
+)
+def db_docs(output: str) -> None:
+    """Write the data dictionary (tables, views, columns, meanings) generated from the models."""
+    from etl.dictionary import render_data_dictionary  # noqa: PLC0415
+
+    text = render_data_dictionary()
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output}")
 
 
 # sync and backfill -----------------------------------------------------------------------
@@ -380,6 +402,15 @@ def demo(database: str, count: int) -> None:
     from etl.demo import run_demo
 
     run_demo(database, count, click.echo)
+
+
+@cli.command()
+@common_options
+def schedule() -> None:
+    """Run `sync` on schedule.cron (or schedule.interval) until SIGTERM/SIGINT."""
+    from etl.scheduler import run_schedule  # noqa: PLC0415
+
+    sys.exit(run_schedule(_state().settings()))
 
 
 # auth ------------------------------------------------------------------------------------
