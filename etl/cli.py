@@ -11,8 +11,8 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -176,7 +176,7 @@ def db_current() -> None:
 )
 def db_docs(output: str) -> None:
     """Write the data dictionary (tables, views, columns, meanings) generated from the models."""
-    from etl.dictionary import render_data_dictionary  # noqa: PLC0415
+    from etl.dictionary import render_data_dictionary
 
     text = render_data_dictionary()
     if output == "-":
@@ -408,7 +408,7 @@ def demo(database: str, count: int) -> None:
 @common_options
 def schedule() -> None:
     """Run `sync` on schedule.cron (or schedule.interval) until SIGTERM/SIGINT."""
-    from etl.scheduler import run_schedule  # noqa: PLC0415
+    from etl.scheduler import run_schedule
 
     sys.exit(run_schedule(_state().settings()))
 

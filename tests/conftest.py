@@ -84,7 +84,7 @@ def database_urls(
             urls[dialect] = _server_db(admin, f"etl_test_{worker}")
         except sa.exc.OperationalError as exc:
             urls[dialect] = exc
-    for dialect, url in urls.items():
+    for url in urls.values():
         if isinstance(url, str):
             engine = db.create_engine_for(url)
             db.upgrade(engine)
@@ -183,7 +183,7 @@ def sync(
 
 def rows_of(engine: Engine, table: str, order_by: str | None = None) -> list[dict[str, Any]]:
     t = TABLES[table]
-    keys = [c for c in t.primary_key.columns] if order_by is None else [t.c[order_by]]
+    keys = list(t.primary_key.columns) if order_by is None else [t.c[order_by]]
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(sa.select(t).order_by(*keys))]
 

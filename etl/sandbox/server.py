@@ -1,0 +1,79 @@
+"""Serving a sandbox over TCP with uvicorn: blocking (:func:`serve`) or in a thread
+(:class:`ServerThread`, for tests and benchmarks)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import uvicorn
+
+if TYPE_CHECKING:
+    from etl.sandbox.state import Sandbox
+
+
+def _config(sandbox: Sandbox, **kwargs: Any) -> Any:
+    return uvicorn.Config(
+        sandbox.app, log_level="warning", access_log=False, lifespan="off", **kwargs
+    )
+
+
+def serve(sandbox: Sandbox, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Serve ``sandbox`` on ``host:port`` until interrupted (Ctrl-C)."""
+    uvicorn.Server(_config(sandbox, host=host, port=port)).run()
+
+
+class ServerThread:
+    """Serve ``sandbox`` from a daemon thread while inside ``with``; ``port=0`` picks a free port.
+
+    >>> with ServerThread(Sandbox(count=10)) as server:  # doctest: +SKIP
+    ...     httpx.get(server.base_url + "/engagements/referrals", headers=auth)
+    """
+
+    def __init__(self, sandbox: Sandbox, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.sandbox = sandbox
+        self.host = host
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((host, port))
+        self.port: int = self._socket.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        self.base_url = self.url + "/v1.0"
+        self._server: Any = uvicorn.Server(_config(sandbox))
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            name=f"sandbox-{self.port}",
+            daemon=True,
+        )
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start serving; returns once the server accepts connections."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"sandbox server on {self.url} did not start")
+            time.sleep(0.01)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the server to finish and wait for its thread."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._socket.close()
+
+    def __enter__(self) -> ServerThread:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,137 @@
+"""The commands as operators run them: output, exit codes, one clear line per failure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from etl.cli import main
+from etl.sandbox import Sandbox, ServerThread
+
+TOKEN = "cli-token"
+
+
+def run_cli(args: list[str]) -> int:
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    return int(caught.value.code or 0)
+
+
+@pytest.fixture
+def sandbox() -> Iterator[tuple[Sandbox, str]]:
+    box = Sandbox(count=40, seed=9)
+    box.faults.accepted_tokens = {TOKEN}
+    with ServerThread(box) as server:
+        yield box, server.base_url
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sandbox: tuple[Sandbox, str]) -> str:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REFERRALS_ETL_DATABASE_URL", url)
+    monkeypatch.setenv("REFERRALS_ETL_API_BASE_URL", sandbox[1])
+    monkeypatch.setenv("REFERRALS_ETL_AUTH_MODE", "access_token")
+    monkeypatch.setenv("REFERRALS_ETL_AUTH_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv("REFERRALS_ETL_SYNC_DISCOVER", "false")
+    monkeypatch.setenv("REFERRALS_ETL_API_MAX_ATTEMPTS", "2")
+    return url
+
+
+def test_backfill_refuses_a_schema_not_at_head(
+    env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("abc\n")
+    assert run_cli(["backfill", str(ids)]) == 5
+    err = capsys.readouterr().err
+    assert "run `referrals-etl db upgrade`" in err and "Traceback" not in err
+    assert run_cli(["db", "current"]) == 5
+    assert run_cli(["db", "upgrade"]) == 0
+    assert run_cli(["db", "current"]) == 0
+    assert "(at head)" in capsys.readouterr().out
+
+
+def test_backfill_with_a_bad_document_and_a_bad_line_exits_1(
+    env: str, tmp_path: Path, sandbox: tuple[Sandbox, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    box, _ = sandbox
+    box.faults.invalid_json_ids = {box.ids[3]}
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(box.ids) + "\nnot/an/id\n")
+    assert run_cli(["db", "upgrade"]) == 0
+    assert run_cli(["backfill", str(ids)]) == 1
+    out, err = capsys.readouterr()
+    assert "40 ids: 39 created, 0 updated, 0 unchanged, 0 not found, 1 failed" in out
+    assert f"ids.txt:{len(box.ids) + 1}: not a referral id: 'not/an/id'" in err
+    engine = sa.create_engine(env)
+    with engine.connect() as conn:
+        error = conn.execute(
+            sa.text("SELECT last_error FROM sync_state WHERE referral_id = :i"), {"i": box.ids[3]}
+        ).scalar_one()
+    assert "not valid JSON" in error
+    assert run_cli(["status"]) == 0
+    status = capsys.readouterr().out
+    assert "failing: 1" in status and box.ids[3] in status and "backfill" in status
+
+
+def test_sync_fetches_due_ids(
+    env: str, tmp_path: Path, sandbox: tuple[Sandbox, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    box, _ = sandbox
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(box.ids[:10]) + "\n")
+    assert run_cli(["db", "upgrade"]) == 0
+    assert run_cli(["backfill", str(ids)]) == 0
+    assert run_cli(["sync"]) == 0  # nothing due: refreshed within the hour
+    assert "0 ids:" in capsys.readouterr().out
+    config = str(_config(tmp_path, 'refresh_open_after = "0s"\nrefresh_closed_after = "0s"'))
+    assert run_cli(["backfill", str(ids), "--config", config]) == 0  # due again at once
+    assert run_cli(["--config", config, "sync"]) == 0
+    assert "10 ids: 0 created, 0 updated, 10 unchanged" in capsys.readouterr().out.splitlines()[-1]
+
+
+def _config(tmp_path: Path, sync: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(f"[sync]\n{sync}\n")
+    return path
+
+
+def test_configuration_errors_exit_2(
+    env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REFERRALS_ETL_API_CONCURRENCY", "0")
+    assert run_cli(["sync"]) == 2
+    assert (
+        "[api] concurrency must be a whole number from 1 to 256, got '0'" in capsys.readouterr().err
+    )
+    monkeypatch.delenv("REFERRALS_ETL_API_CONCURRENCY")
+    assert run_cli(["sync", "--shard", "5/4"]) == 2
+    assert run_cli(["no-such-command"]) == 2
+
+
+def test_unreachable_database_exits_5(
+    env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(
+        "REFERRALS_ETL_DATABASE_URL", "postgresql+psycopg://etl:hunter2@127.0.0.1:1/none"
+    )
+    assert run_cli(["sync"]) == 5
+    err = capsys.readouterr().err
+    assert "error: database" in err and "hunter2" not in err and "Traceback" not in err
+
+
+def test_demo_shows_created_then_unchanged_updated_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "first pass : 200 ids: 200 created, 0 updated, 0 unchanged, 0 not found, 0 failed" in out
+    assert (
+        "second pass: 200 ids: 0 created, 20 updated, 175 unchanged, 5 not found, 0 failed" in out
+    )
+    assert (tmp_path / "referrals-demo.db").exists()
