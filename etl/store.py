@@ -440,6 +440,15 @@ def acquire_lock(engine: Engine, name: str, owner: str, lease_seconds: float) ->
         ).rowcount
         if taken == 1:
             log.warning("took over the %s lock from a run whose lease had expired", name)
+            conn.execute(
+                sa.update(sync_runs)
+                .where(sync_runs.c.status == "running", sync_runs.c.started_at < now)
+                .values(
+                    status="failed",
+                    finished_at=now,
+                    message="the run's process died (its lock lease expired)",
+                )
+            )
             return
         holder = conn.execute(
             sa.select(sync_locks.c.owner, sync_locks.c.expires_at).where(sync_locks.c.name == name)

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import sqlalchemy as sa
@@ -35,6 +35,7 @@ LOCK_NAME = "sync"
 _LOOKUP_CHUNK = 500
 _DB_RETRIES = 3
 _DONE: Any = object()
+T = TypeVar("T")
 
 
 @dataclass
@@ -262,7 +263,7 @@ async def _pipeline(
             await work.put(_DONE)
 
     async def _dispatch(chunk: list[TrackedId]) -> None:
-        etags = await asyncio.to_thread(store.stored_etags, engine, [t.id for t in chunk])
+        etags = await _with_db_retries(engine, store.stored_etags, engine, [t.id for t in chunk])
         report.ids_total += len(chunk)
         for tracked in chunk:
             await work.put((tracked, etags.get(tracked.id)))
@@ -322,6 +323,19 @@ async def _pipeline(
         raise
     await results.put(_DONE)
     await writer
+
+
+async def _with_db_retries(engine: Engine, func: Callable[..., T], *args: Any) -> T:
+    """Run a database call in a thread; a lost connection is retried on a fresh one."""
+    for attempt in range(1, _DB_RETRIES + 1):
+        try:
+            return await asyncio.to_thread(func, *args)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            if not _is_disconnect(exc) or attempt == _DB_RETRIES:
+                raise connect_error(engine, exc) from exc
+            log.warning("database connection lost (attempt %d); retrying", attempt)
+            await asyncio.sleep(0.5 * attempt)
+    raise AssertionError("unreachable")
 
 
 def _outcome(tracked: TrackedId, result: FetchResult) -> store.Outcome:

@@ -73,15 +73,20 @@ def _unavailable(what: str, exc: Exception) -> None:
 @pytest.fixture(scope="session")
 def database_urls(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, str | Exception]:
-    """One migrated database per dialect for this worker (an Exception when unavailable)."""
-    worker = _worker(request)
+) -> Iterator[dict[str, str | Exception]]:
+    """One migrated database per dialect for this worker (an Exception when unavailable).
+
+    Server databases are named after the worker and the process, so concurrent test sessions
+    on one machine never share (or drop) each other's databases; they are dropped at the end.
+    """
+    name = f"etl_test_{_worker(request)}_{os.getpid()}"
     urls: dict[str, str | Exception] = {}
     template = tmp_path_factory.mktemp("sqlite") / "template.db"
     urls["sqlite"] = f"sqlite:///{template}"
-    for dialect, admin in (("postgres", POSTGRES_URL), ("mariadb", MARIADB_URL)):
+    admins = {"postgres": POSTGRES_URL, "mariadb": MARIADB_URL}
+    for dialect, admin in admins.items():
         try:
-            urls[dialect] = _server_db(admin, f"etl_test_{worker}")
+            urls[dialect] = _server_db(admin, name)
         except sa.exc.OperationalError as exc:
             urls[dialect] = exc
     for url in urls.values():
@@ -89,7 +94,22 @@ def database_urls(
             engine = db.create_engine_for(url)
             db.upgrade(engine)
             engine.dispose()
-    return urls
+    yield urls
+    for dialect, admin in admins.items():
+        if isinstance(urls[dialect], str):
+            _drop_server_db(admin, name)
+
+
+def _drop_server_db(admin_url: str, name: str) -> None:
+    admin = db.create_engine_for(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            if admin.dialect.name == "postgresql":
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            else:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    finally:
+        admin.dispose()
 
 
 def _empty_tables(engine: Engine) -> None:
