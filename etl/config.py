@@ -209,10 +209,16 @@ class Settings:
 
     def replace(self, **sections: Any) -> Settings:
         """A copy with some keys changed: ``settings.replace(api={"concurrency": 4})``."""
-        changed = {
-            name: dataclasses.replace(getattr(self, name), **values)
-            for name, values in sections.items()
-        }
+        changed = {}
+        for name, values in sections.items():
+            fields_by_name = {f.name: f for f in dataclasses.fields(SECTIONS[name])}
+            converted = {
+                key: value
+                if isinstance(value, Secret) or value is None
+                else _convert(name, fields_by_name[key], value, "override")
+                for key, value in values.items()
+            }
+            changed[name] = dataclasses.replace(getattr(self, name), **converted)
         return dataclasses.replace(self, **changed)
 
 

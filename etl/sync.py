@@ -179,6 +179,17 @@ async def _run(
             heartbeat.cancel()
             _collect(report, client.stats)
             report.seconds = time.perf_counter() - started
+            log.info(
+                "run %s %s: %s",
+                report.run_id,
+                report.status,
+                report.summary(),
+                extra={
+                    "run_id": report.run_id,
+                    "outcome": report.status,
+                    "duration": round(report.seconds, 3),
+                },
+            )
             if report.run_id is not None:
                 message = report.message or report.summary()
                 with contextlib.suppress(sa.exc.SQLAlchemyError):
@@ -305,7 +316,12 @@ async def _pipeline(
         counts = await _write_with_retries(settings, engine, outcomes, report, options)
         report.counts.add(counts)
         for referral_id, error in counts.failures:
-            log.warning("referral %s failed: %s", referral_id, error)
+            log.warning(
+                "referral %s failed: %s",
+                referral_id,
+                error,
+                extra={"run_id": report.run_id, "referral_id": referral_id, "outcome": "failed"},
+            )
         if options.progress is not None:
             options.progress(len(batch))
 
