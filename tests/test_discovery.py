@@ -49,8 +49,8 @@ def test_discovery_filter_narrows_the_listing(sqlite_engine: Engine) -> None:
 
 def test_refresh_policy_by_status_and_outcome(sqlite_engine: Engine) -> None:
     box = Sandbox(count=60, seed=33)
-    box.delete(box.ids[:1])
-    gone = [i for i in Sandbox(count=60, seed=33).ids[:1]]
+    gone = box.ids[:1]
+    box.delete(gone)
     settings = settings_for(
         sqlite_engine, sync={"refresh_open_after": "1h", "refresh_closed_after": "7d"}
     )
