@@ -424,7 +424,7 @@ def auth_group() -> None:
 @auth_group.command("login")
 @common_options
 def auth_login() -> None:
-    """Device-code sign-in; stores the token cache for later unattended runs."""
+    """Sign in: device code (mode device_code), or redeem the refresh token (refresh_token)."""
     from etl.msal_auth import login
 
     login(_state().settings(), click.echo)
