@@ -28,6 +28,7 @@ from etl.sync import RunOptions, SyncReport, run_backfill, run_sync
 log = logging.getLogger("etl.cli")
 F = TypeVar("F", bound=Callable[..., Any])
 _VERBOSITY = [0]  # -v count, kept beyond the click context for the error handler
+_JSON_LOGS = [False]  # --log-format json: the final error line is a JSON log line too
 
 
 class State:
@@ -63,6 +64,7 @@ def _set_format(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
     state = ctx.ensure_object(State)
     if value is not None:
         state.log_format = value
+        _JSON_LOGS[0] = value == "json"
     setup_logging(state.log_format, state.verbose)
     return value
 
@@ -239,7 +241,7 @@ def backfill(
 
     def on_error(line: BadLine) -> None:
         bad.append(line)
-        click.echo(f"warning: skipped {line}", err=True)
+        log.warning("skipped %s", line, extra={"event": "bad_id_line"})
 
     ids: Iterator[TrackedId] = in_shard(read_ids(file, on_error), shard_spec)
     options = RunOptions(trigger="backfill", dry_run=dry_run, limit=limit)
@@ -252,7 +254,7 @@ def backfill(
     )
     report.bad_lines = len(bad)
     if bad:
-        click.echo(f"{len(bad)} line(s) of {file} were not valid ids and were skipped", err=True)
+        log.warning("%d line(s) of %s were not valid ids and were skipped", len(bad), file)
     sys.exit(report.exit_code or (1 if bad else 0))
 
 
@@ -478,7 +480,10 @@ def main(argv: list[str] | None = None) -> None:
 def _fail(message: str, code: int, exc: BaseException) -> None:
     if _verbosity() > 1:
         log.error("details", exc_info=exc)
-    click.echo(f"error: {redact_url(message)}", err=True)
+    if _JSON_LOGS[0]:
+        log.error(redact_url(message), extra={"event": "error", "outcome": f"exit {code}"})
+    else:
+        click.echo(f"error: {redact_url(message)}", err=True)
     sys.exit(code)
 
 
