@@ -23,10 +23,10 @@ DEFAULT_DATABASE = "sqlite:///referrals-demo.db"
 _TOKEN = "demo-token"  # the in-process sandbox accepts only this made-up token
 
 SAMPLE_QUERY = """\
-SELECT r.status, r.currency, COUNT(*) AS referrals, SUM(r.deal_value) AS pipeline
-FROM referrals r
-WHERE r.deleted_at IS NULL
-GROUP BY r.status, r.currency
+SELECT status, currency, COUNT(*) AS referrals, SUM(deal_value) AS pipeline
+FROM referral_overview
+WHERE status IN ('New', 'Active')
+GROUP BY status, currency
 ORDER BY pipeline DESC
 LIMIT 6"""
 
