@@ -49,6 +49,7 @@ class FetchResult:
     id: str
     status: int
     document: dict[str, Any] | None = None
+    raw: str | None = None  # the body's JSON text, as received
     etag_header: str | None = None
     error: str | None = None
     http_status: int | None = None
@@ -248,6 +249,7 @@ class ReferralsClient:
         if response.status_code == 200:
             try:
                 result.document = self._document(referral_id, response, body)
+                result.raw = body.decode("utf-8")
             except BadDocumentError as exc:
                 result.status, result.error = 0, str(exc)
         elif response.status_code in {404, 410}:
@@ -315,7 +317,7 @@ class ReferralsClient:
         self, url: str, headers: dict[str, str], params: list[tuple[str, Any]] | None = None
     ) -> tuple[httpx.Response, bytes]:
         """One logical request with retries; raises ``_RetryableError`` when attempts run out."""
-        correlation = str(uuid.uuid4())
+        correlation = _guid()
         attempt = 0
         throttled = 0
         while True:
@@ -324,7 +326,7 @@ class ReferralsClient:
                 **headers,
                 "MS-CorrelationId": correlation,
                 "client-request-id": correlation,
-                "MS-RequestId": str(uuid.uuid4()),
+                "MS-RequestId": _guid(),
             }
             await self.throttle.acquire()
             try:
@@ -407,6 +409,14 @@ class ReferralsClient:
                 f"the API at {self.base_url} failed {self._consecutive_failures} requests in a "
                 "row; stopping this run (check the API's health and network, then rerun)"
             )
+
+
+_random_bits = random.Random().getrandbits
+
+
+def _guid() -> str:
+    """A random (version 4) GUID for correlation headers; no cryptographic randomness needed."""
+    return str(uuid.UUID(int=_random_bits(128), version=4))
 
 
 def _since(started: float) -> float:

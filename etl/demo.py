@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import sqlalchemy as sa
 
 from etl import db
@@ -50,7 +49,7 @@ def run_demo(database: str, count: int, echo: Callable[[str], None]) -> None:
     def backfill(label: str) -> SyncReport:
         options = RunOptions(
             trigger="backfill",
-            transport=httpx.ASGITransport(app=box.app),
+            transport=box.transport(),
             auth=BearerAuth(StaticTokenProvider(_TOKEN)),
         )
         ids = (TrackedId(i, "file") for i in all_ids)

@@ -33,7 +33,7 @@ class FlatReferral:
 
     id: str
     etag: str | None
-    content_hash: str
+    content_hash: str | None  # only computed when the document carries no eTag
     referral: Row
     customer: Row
     customer_ids: list[Row] = field(default_factory=list)
@@ -52,14 +52,28 @@ class FlatReferral:
         }
 
 
+class RawJson(str):
+    """JSON text exactly as the API sent it; stored as the payload without re-serialising.
+
+    The engines' JSON serializer (``etl.db.json_serializer``) passes it through unchanged.
+    """
+
+    __slots__ = ()
+
+
 def content_hash(document: dict[str, Any]) -> str:
     """SHA-256 of the canonical JSON of a document (sorted keys, no spaces)."""
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def flatten_referral(document: dict[str, Any], etag_header: str | None = None) -> FlatReferral:
-    """Every row that one referral document gives. ``document["id"]`` must be a string."""
+def flatten_referral(
+    document: dict[str, Any], etag_header: str | None = None, raw: str | None = None
+) -> FlatReferral:
+    """Every row that one referral document gives. ``document["id"]`` must be a string.
+
+    ``raw`` is the document's JSON text as received, stored as the payload when given.
+    """
     rid = document["id"]
     details = _dict(document.get("details"))
     consent = _dict(document.get("consent"))
@@ -96,7 +110,7 @@ def flatten_referral(document: dict[str, Any], etag_header: str | None = None) -
         "invited_by_organization_id": _text(invited_by.get("organizationId")),
         "invited_by_organization_name": _text(invited_by.get("organizationName")),
         "etag": etag,
-        "payload": document,
+        "payload": RawJson(raw) if raw is not None else document,
     }
     customer: Row = {
         "referral_id": rid,
@@ -113,7 +127,7 @@ def flatten_referral(document: dict[str, Any], etag_header: str | None = None) -
     return FlatReferral(
         id=rid,
         etag=etag,
-        content_hash=content_hash(document),
+        content_hash=None if etag else content_hash(document),
         referral=referral,
         customer=customer,
         customer_ids=_customer_ids(rid, profile.get("ids")),

@@ -52,6 +52,7 @@ class Outcome:
     source: str
     status: int  # 200, 304, 404, or 0 = failed
     document: dict[str, Any] | None = None
+    raw: str | None = None
     etag_header: str | None = None
     error: str | None = None
     http_status: int | None = None
@@ -109,6 +110,32 @@ def _upsert(
             index_elements=key, set_={c: stmt.excluded[c] for c in columns}
         )
     conn.execute(stmt, rows)
+
+
+_PLAIN_SQL: dict[tuple[str, str, tuple[str, ...]], tuple[str, tuple[str, ...] | None]] = {}
+
+
+def _insert_plain(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """``INSERT`` many rows of plain values (text, numbers, booleans) straight to the driver.
+
+    Child rows hold only values every driver binds as they are, so SQLAlchemy's per-value
+    processing (most of the CPU of a large executemany) is skipped. The SQL is compiled once
+    per dialect and table by SQLAlchemy itself.
+    """
+    columns = tuple(rows[0])
+    key = (conn.dialect.name, table.name, columns)
+    cached = _PLAIN_SQL.get(key)
+    if cached is None:
+        compiled = sa.insert(table).compile(dialect=conn.dialect, column_keys=list(columns))
+        order = (
+            tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+        )
+        cached = _PLAIN_SQL[key] = (str(compiled), order)
+    sql, order = cached
+    if order is not None:
+        conn.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
+    else:
+        conn.exec_driver_sql(sql, rows)
 
 
 def _known(conn: Connection, ids: Sequence[str]) -> dict[str, _Known]:
@@ -194,7 +221,7 @@ def _write(conn: Connection, outcomes: Sequence[Outcome], settings: SyncSettings
         }
         if outcome.status == 200 and outcome.document is not None:
             counts.fetched += 1
-            flat = flatten_referral(outcome.document, outcome.etag_header)
+            flat = flatten_referral(outcome.document, outcome.etag_header, outcome.raw)
             same = (
                 flat.etag == k.etag
                 if flat.etag is not None
@@ -281,10 +308,11 @@ def _store_changed(
         table = TABLES[table_name]
         for chunk in _chunks(replaced):
             conn.execute(sa.delete(table).where(table.c.referral_id.in_(chunk)))
+    children = [flat.children() for flat in changed]
     for table_name in CHILD_TABLES:
-        rows = [row for flat in changed for row in flat.children()[table_name]]
+        rows = [row for child in children for row in child[table_name]]
         if rows:
-            conn.execute(sa.insert(TABLES[table_name]), rows)
+            _insert_plain(conn, TABLES[table_name], rows)
     for chunk in _chunks(replaced):
         conn.execute(
             sa.update(history)

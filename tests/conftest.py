@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -172,7 +171,7 @@ def settings_for(engine: Engine, **sections: dict[str, Any]) -> Settings:
 def options_for(box: Sandbox, **kwargs: Any) -> RunOptions:
     box.faults.accepted_tokens = {TOKEN}
     return RunOptions(
-        transport=httpx.ASGITransport(app=box.app),
+        transport=box.transport(),
         auth=BearerAuth(StaticTokenProvider(TOKEN)),
         **kwargs,
     )

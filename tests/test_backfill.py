@@ -129,7 +129,7 @@ def test_seed_document_lands_field_by_field(engine: Engine) -> None:
         200,
         0,
     )
-    assert len(state["content_hash"]) == 64
+    assert state["content_hash"] is None  # an eTag came: no hash needed
 
 
 def _utc(text: str) -> Any:
@@ -295,3 +295,34 @@ def test_sandbox_data_and_unicode_round_trip(engine: Engine) -> None:
     )
     [row] = rows_of(engine, "referrals")
     assert row["name"] == text
+
+
+def test_without_etags_the_content_hash_decides(engine: Engine) -> None:
+    """An API that sends no eTag at all: unchanged content writes nothing, changed content does."""
+    doc = {k: v for k, v in SEED.items() if k != "eTag"}
+    current = {"doc": doc}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=current["doc"])
+
+    def run() -> Any:
+        return run_backfill(
+            settings_for(engine),
+            engine,
+            [TrackedId(SEED["id"], "file")],
+            RunOptions(
+                transport=httpx.MockTransport(handler), auth=BearerAuth(StaticTokenProvider("t"))
+            ),
+        )
+
+    assert run().counts.created == 1
+    [state] = rows_of(engine, "sync_state")
+    assert state["etag"] is None and len(state["content_hash"]) == 64
+    assert run().counts.unchanged == 1
+    assert len(rows_of(engine, "referral_history")) == 1
+    current["doc"] = {**doc, "status": "Active", "substatus": "Accepted"}
+    assert run().counts.updated == 1
+    assert [r["status"] for r in rows_of(engine, "referral_history", order_by="id")] == [
+        "New",
+        "Active",
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
@@ -68,6 +69,9 @@ class _AnswerNowError(Exception):
         self.status, self.body, self.headers = status, body, headers or [_JSON]
 
 
+_random_bits = random.Random().getrandbits  # request ids need no cryptographic randomness
+
+
 class SandboxApp:
     """ASGI callable serving one :class:`~etl.sandbox.state.Sandbox`."""
 
@@ -102,7 +106,7 @@ class SandboxApp:
             except _AnswerNowError as answer:
                 status, out, body = answer.status, answer.headers, answer.body
         sb.stats.count(kind, status)
-        out.append((b"request-id", str(uuid.uuid4()).encode()))
+        out.append((b"request-id", str(uuid.UUID(int=_random_bits(128), version=4)).encode()))
         correlation = headers.get("ms-correlationid")
         if correlation is not None:
             out.append((b"ms-correlationid", correlation.encode("latin-1")))

@@ -70,6 +70,12 @@ class Sandbox:
         self._add(count, fresh=False)
         self.app = SandboxApp(self)
 
+    def transport(self) -> Any:
+        """An httpx transport into this sandbox, in process (no sockets)."""
+        from etl.sandbox.transport import SandboxTransport
+
+        return SandboxTransport(self.app)
+
     # -- reading -------------------------------------------------------------------------------
 
     @property
