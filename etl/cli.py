@@ -245,6 +245,8 @@ def backfill(
 
     ids: Iterator[TrackedId] = in_shard(read_ids(file, on_error), shard_spec)
     options = RunOptions(trigger="backfill", dry_run=dry_run, limit=limit)
+    if shard_spec is not None:
+        options.lock_name = f"backfill-{shard_spec[0]}-of-{shard_spec[1]}"
     report = _execute(
         settings,
         options,
@@ -278,8 +280,9 @@ def _execute(
     finally:
         if progress is not None:
             progress.close()
+        if options.report is not None:  # also when the run raised: alerts need failed runs
+            _emit_metrics(options.report, metrics_file, pushgateway)
         if report is not None:
-            _emit_metrics(report, metrics_file, pushgateway)
             click.echo(("dry run: " if options.dry_run else "") + report.summary())
     return report
 
@@ -408,11 +411,20 @@ def demo(database: str, count: int) -> None:
 
 @cli.command()
 @common_options
-def schedule() -> None:
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False),
+    help="Write Prometheus metrics here after each run (textfile collector).",
+)
+@click.option("--pushgateway", help="Push metrics to this Pushgateway URL after each run.")
+def schedule(metrics_file: str | None, pushgateway: str | None) -> None:
     """Run `sync` on schedule.cron (or schedule.interval) until SIGTERM/SIGINT."""
     from etl.scheduler import run_schedule
 
-    sys.exit(run_schedule(_state().settings()))
+    def on_report(report: SyncReport) -> None:
+        _emit_metrics(report, metrics_file, pushgateway)
+
+    sys.exit(run_schedule(_state().settings(), on_report=on_report))
 
 
 # auth ------------------------------------------------------------------------------------

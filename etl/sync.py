@@ -91,11 +91,15 @@ class RunOptions:
     dry_run: bool = False
     limit: int | None = None
     use_lock: bool = True
+    # The lease a run holds. Shards of one backfill hold one each, so they run side by side
+    # (their ids are disjoint) while two runs of the same shard, or two syncs, never do.
+    lock_name: str = LOCK_NAME
     progress: Progress | None = None
     transport: httpx.AsyncBaseTransport | None = None
     auth: httpx.Auth | None = None
     stop: asyncio.Event | None = None
     stop_signal: list[int] = field(default_factory=list)
+    report: SyncReport | None = None  # set by the run: its report, also when the run raises
 
 
 def run_backfill(
@@ -143,13 +147,14 @@ async def _run(
     options: RunOptions,
 ) -> SyncReport:
     report = SyncReport(trigger=options.trigger)
+    options.report = report
     started = time.perf_counter()
     await asyncio.to_thread(_checked_head, engine)
     owner = store.lock_owner()
     if options.use_lock and not options.dry_run:
         try:
             await asyncio.to_thread(
-                store.acquire_lock, engine, LOCK_NAME, owner, settings.sync.lock_lease
+                store.acquire_lock, engine, options.lock_name, owner, settings.sync.lock_lease
             )
         except EtlError:
             await asyncio.to_thread(
@@ -204,8 +209,8 @@ async def _run(
     finally:
         if options.use_lock and not options.dry_run:
             with contextlib.suppress(sa.exc.SQLAlchemyError):
-                await asyncio.to_thread(store.release_lock, engine, LOCK_NAME, owner)
-    if options.stop_signal:
+                await asyncio.to_thread(store.release_lock, engine, options.lock_name, owner)
+    if report.status == "interrupted":  # not a stop that came after the run was recorded
         raise InterruptedRunError(
             f"interrupted: {report.summary()}; the run is recorded as interrupted",
             options.stop_signal[0],
@@ -233,7 +238,9 @@ async def _heartbeat(settings: Settings, engine: Engine, owner: str, options: Ru
     while True:
         await asyncio.sleep(max(1.0, lease / 3))
         try:
-            kept = await asyncio.to_thread(store.renew_lock, engine, LOCK_NAME, owner, lease)
+            kept = await asyncio.to_thread(
+                store.renew_lock, engine, options.lock_name, owner, lease
+            )
         except sa.exc.SQLAlchemyError as exc:
             log.warning("could not renew the run lock: %s", exc.__class__.__name__)
             continue
@@ -360,6 +367,7 @@ def _outcome(tracked: TrackedId, result: FetchResult) -> store.Outcome:
         source=tracked.source,
         status=result.status,
         document=result.document,
+        raw=result.raw,
         etag_header=result.etag_header,
         error=result.error,
         http_status=result.http_status,

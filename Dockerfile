@@ -1,0 +1,78 @@
+# syntax=docker/dockerfile:1
+#
+# referrals-etl image: `docker build -t referrals-etl .`
+#
+#   docker run --rm -e REFERRALS_ETL_DATABASE_URL=... referrals-etl db upgrade
+#   docker run --rm -e ... referrals-etl sync            (the default command)
+#   docker run --rm -e ... referrals-etl schedule        (long-running, stops on SIGTERM)
+#
+# Two stages: the builder has the compilers (for any dependency without a wheel for this
+# platform), builds the project's wheel and installs it with the PostgreSQL and MySQL/MariaDB
+# drivers into a virtualenv; the final image is python:3.11-slim plus that virtualenv, with no
+# compilers, no pip cache and a non-root user.
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# --- builder ---------------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends build-essential \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /src
+# README* matches nothing until the README exists; pyproject.toml names it as the readme.
+COPY pyproject.toml README* ./
+COPY etl ./etl
+COPY migrations ./migrations
+
+RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install "$(ls /wheels/partner_referrals_etl-*.whl)[postgres,mysql]"
+
+# The migrations are not part of the wheel: etl.db.migrations_dir() looks for a `migrations`
+# folder holding env.py beside the installed `etl` package (the parent's `migrations/` in a
+# source checkout, else `etl/migrations/`). So copy them into the installed package, wherever
+# the virtualenv put it, and fail the build here if `db upgrade` could not find them.
+RUN target="$(/opt/venv/bin/python -c 'import etl, pathlib; print(pathlib.Path(etl.__file__).parent)')" \
+    && cp -r migrations "$target/migrations" \
+    && find "$target" -name '__pycache__' -prune -exec rm -rf {} + \
+    && /opt/venv/bin/python -c "from etl.db import migrations_dir, head_revision; print('migrations', migrations_dir(), 'head', head_revision())"
+
+# --- final image -----------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+
+LABEL org.opencontainers.image.title="referrals-etl" \
+      org.opencontainers.image.description="Partner Center referrals into your own SQL database" \
+      org.opencontainers.image.licenses="MIT"
+
+# Same base image as the builder, so the virtualenv's interpreter path is valid here.
+COPY --from=builder /opt/venv /opt/venv
+
+# A fixed numeric uid/gid so that Kubernetes `runAsNonRoot` can verify it. The state
+# directory holds the MSAL token cache (mount a volume there: refresh tokens rotate) and,
+# with the default database.url, the SQLite file; it is also the working directory.
+RUN groupadd --system --gid 10001 etl \
+    && useradd --system --uid 10001 --gid etl --home-dir /var/lib/referrals-etl --no-create-home etl \
+    && mkdir -p /var/lib/referrals-etl \
+    && chown etl:etl /var/lib/referrals-etl
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/var/lib/referrals-etl \
+    REFERRALS_ETL_AUTH_TOKEN_CACHE_PATH=/var/lib/referrals-etl/token_cache.json
+
+WORKDIR /var/lib/referrals-etl
+USER 10001:10001
+
+# Smoke test as the runtime user: the CLI starts and `db upgrade` will find the migrations.
+RUN referrals-etl --version \
+    && python -c "from etl.db import head_revision; print('schema head', head_revision())"
+
+ENTRYPOINT ["referrals-etl"]
+CMD ["sync"]

@@ -1,0 +1,5 @@
+"""``python -m bench [--quick] [--databases sqlite,postgres,mariadb] [--scenarios a,b,...]``."""
+
+from bench.runner import main
+
+raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""One step of the benchmark, run in a fresh process: ``python -m bench.child SPEC_JSON``.
+
+A step is one load (the job's ``run_backfill``, or the naive baseline) of a slice of the
+sandbox's ids into one database, with the sandbox over loopback (``where: tcp``, served by
+:mod:`bench.server`) or in this process (``where: inproc``, through ``httpx.ASGITransport``).
+A fresh process per step keeps peak RSS (``ru_maxrss``) and caches of one step out of the next.
+It prints one JSON line with what it measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import resource
+import sys
+import time
+import types
+from typing import Any
+
+import httpx
+
+from bench.server import TOKEN
+from etl import db
+from etl.auth import BearerAuth, StaticTokenProvider
+from etl.config import Settings
+from etl.ids import TrackedId
+from etl.sandbox import Sandbox
+from etl.sync import RunOptions, run_backfill
+
+
+def quiet_asgi_transport() -> None:
+    """Stop httpx's ``ASGITransport`` from trying ``import sniffio`` on every request.
+
+    ``httpx._transports.asgi.is_running_trio`` imports sniffio per request to choose its Event
+    class; where sniffio is not installed (it is not a dependency of this project), every request
+    pays a failed import: ~56 us of ``stat`` calls on ``sys.path``, each releasing the GIL to the
+    writer thread. That is a cost of the in-process test transport only (production goes through
+    httpcore and sockets), so the in-process scenarios register this stand-in, which answers what
+    sniffio would: the running library is asyncio.
+    """
+    if "sniffio" in sys.modules or importlib.util.find_spec("sniffio") is not None:
+        return
+    stand_in = types.ModuleType("sniffio")
+    stand_in.current_async_library = lambda: "asyncio"  # type: ignore[attr-defined]
+    sys.modules["sniffio"] = stand_in
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _peak_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def run_step(spec: dict[str, Any]) -> dict[str, Any]:
+    from bench.dbs import WriteCounter
+
+    box: Sandbox | None = None
+    if spec["where"] == "inproc":
+        quiet_asgi_transport()
+        box = Sandbox(count=spec["count"], seed=spec["seed"], request_log_size=0)
+        box.faults.accepted_tokens = {TOKEN}
+        box.faults.update(spec.get("faults") or {})
+        all_ids = box.ids
+        base_url = "http://sandbox.bench/v1.0"
+    else:
+        all_ids = httpx.get(spec["url"] + "/_sandbox/ids", timeout=60).text.split()
+        base_url = spec["base_url"]
+    start, stop = spec["ids"]
+    ids = all_ids[start:stop]
+    del all_ids
+    engine = db.create_engine_for(spec["db_url"])
+    counter = WriteCounter(engine)
+    out: dict[str, Any] = {"ids": len(ids), "rss_before_kb": _rss_kb()}
+    out["peak_before_kb"] = _peak_kb()
+    cpu = time.process_time()
+    if spec["kind"] == "naive":
+        from bench.baseline import SyncASGITransport, run_naive
+
+        transport = SyncASGITransport(box.app) if box is not None else None
+        started = time.perf_counter()
+        counts = run_naive(engine, base_url, ids, TOKEN, transport)
+        out["wall"] = time.perf_counter() - started
+        out.update(requests=counts.pop("requests"), counts=counts, by_status={})
+    else:
+        settings = Settings().replace(
+            database={"url": spec["db_url"]},
+            api={"base_url": base_url, **spec.get("api", {})},
+            sync={"discover": False, **spec.get("sync", {})},
+        )
+        options = RunOptions(
+            trigger="backfill",
+            transport=httpx.ASGITransport(app=box.app) if box is not None else None,
+            auth=BearerAuth(StaticTokenProvider(TOKEN)),
+        )
+        tracked = [TrackedId(i, "file") for i in ids]
+        started = time.perf_counter()
+        report = run_backfill(settings, engine, tracked, options)
+        out["wall"] = time.perf_counter() - started
+        del tracked
+        c = report.counts
+        out.update(
+            requests=report.requests,
+            throttled=report.throttled,
+            by_status={str(k): v for k, v in sorted(report.by_status.items())},
+            counts={
+                "created": c.created,
+                "updated": c.updated,
+                "unchanged": c.unchanged,
+                "not_found": c.not_found,
+                "failed": c.failed,
+            },
+        )
+    out["cpu"] = time.process_time() - cpu
+    out["peak_kb"] = _peak_kb()
+    out["rows"] = counter.to_dict()
+    engine.dispose()
+    if box is not None and spec.get("measure_sandbox"):
+        conditional = "304" in out["by_status"]
+        out["sandbox_seconds_per_request"] = sandbox_cost(box, ids, conditional)
+    return out
+
+
+def sandbox_cost(box: Sandbox, ids: list[str], conditional: bool, limit: int = 5000) -> float:
+    """Seconds the sandbox itself spends on one GET, calling its ASGI app directly (no HTTP
+    client): the part of an in-process run that is not ours."""
+    sample = ids[:limit]
+    app = box.app
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def calls() -> float:
+        started = time.perf_counter()
+        for referral_id in sample:
+            headers = [
+                (b"host", b"sandbox.bench"),
+                (b"accept", b"application/json"),
+                (b"authorization", f"Bearer {TOKEN}".encode()),
+                (b"ms-correlationid", b"00000000-0000-4000-8000-000000000000"),
+            ]
+            if conditional:
+                headers.append((b"if-none-match", box.etag(referral_id).encode()))
+            scope = {
+                "type": "http",
+                "method": "GET",
+                "path": "/v1.0/engagements/referrals/" + referral_id,
+                "query_string": b"",
+                "headers": headers,
+            }
+            await app(scope, receive, send)
+            sent.clear()
+        return time.perf_counter() - started
+
+    return asyncio.run(calls()) / max(1, len(sample))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    spec = json.loads(args[0])
+    result = run_step(spec)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,489 @@
+"""The deployment files agree with the code: commands, options, variables, config keys, image.
+
+Nothing here talks to Kubernetes or Docker: the manifests are parsed as YAML, every
+`referrals-etl` command line in them is parsed against the real click command tree, every
+`REFERRALS_ETL_*` variable is checked against the configuration reference, and the ConfigMap's
+config.toml is loaded by ``load_settings``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+from apscheduler.triggers.cron import CronTrigger
+
+from etl.cli import cli
+from etl.config import CONFIG_ENV, SECTIONS, all_keys, env_name, load_settings, parse_duration
+from etl.ids import parse_shard
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "deploy" / "k8s"
+DOCKERFILE = ROOT / "Dockerfile"
+PROGRAM = "referrals-etl"
+# Created by hand from the list of ids to backfill (see backfill-job.yaml).
+MADE_BY_HAND = {("ConfigMap", "referrals-etl-backfill-ids")}
+BUILD_TOOLS = re.compile(
+    r"\b(apt-get install|apt install|apk add|yum install|dnf install|build-essential|gcc|g\+\+"
+    r"|clang|make|cmake|python3?-dev|libpq-dev|pip wheel)\b"
+)
+
+
+# Reading the manifests -------------------------------------------------------------------
+
+
+def _manifests() -> dict[str, list[dict[str, Any]]]:
+    return {
+        path.name: [d for d in yaml.safe_load_all(path.read_text("utf-8")) if d is not None]
+        for path in sorted(K8S.glob("*.yaml"))
+    }
+
+
+MANIFESTS = _manifests()
+DOCS = [doc for docs in MANIFESTS.values() for doc in docs]
+
+
+def _one(kind: str, file: str | None = None) -> dict[str, Any]:
+    found = [
+        d
+        for name, docs in MANIFESTS.items()
+        for d in docs
+        if d["kind"] == kind and file in (None, name)
+    ]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def _pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+    spec = doc.get("spec", {})
+    if doc["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    template = spec.get("template")
+    return None if template is None else dict(template["spec"])
+
+
+def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    pod = _pod_spec(doc)
+    if pod is None:
+        return []
+    return [*pod.get("initContainers", []), *pod.get("containers", [])]
+
+
+ALL_CONTAINERS = [(doc["metadata"]["name"], c) for doc in DOCS for c in _containers(doc)]
+
+
+def _argv(container: dict[str, Any]) -> list[str]:
+    """What the container runs: command + args, with the image's ENTRYPOINT/CMD as defaults."""
+    entrypoint, cmd = _dockerfile_entrypoint_and_cmd()
+    command = container.get("command", entrypoint)
+    args = container.get("args", cmd if "command" not in container else [])
+    return [str(a) for a in [*command, *args]]
+
+
+def _env_names(container: dict[str, Any]) -> list[str]:
+    return [e["name"] for e in container.get("env", [])]
+
+
+# Reading the Dockerfile ------------------------------------------------------------------
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in DOCKERFILE.read_text("utf-8").splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        keyword, _, rest = full.partition(" ")
+        out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def _stages() -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = [[]]  # stage 0: instructions before the first FROM
+    for keyword, rest in _dockerfile_instructions():
+        if keyword == "FROM":
+            stages.append([])
+        stages[-1].append((keyword, rest))
+    return stages
+
+
+def _final_stage() -> list[tuple[str, str]]:
+    return _stages()[-1]
+
+
+def _dockerfile_entrypoint_and_cmd() -> tuple[list[str], list[str]]:
+    final = dict(_final_stage())
+    return json.loads(final["ENTRYPOINT"]), json.loads(final["CMD"])
+
+
+def _dockerfile_env_names() -> list[str]:
+    names = []
+    for keyword, rest in _dockerfile_instructions():
+        if keyword == "ENV":
+            names += [token.split("=", 1)[0] for token in shlex.split(rest) if "=" in token]
+    return names
+
+
+# The command line, parsed like click does, without running anything ------------------------
+
+
+def parse_command_line(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Resolve ``referrals-etl ...`` against ``etl.cli.cli``: (command path, options used).
+
+    Raises AssertionError naming the first unknown command, unknown option, bad option value,
+    missing value or wrong number of arguments.
+    """
+    assert argv and argv[0] == PROGRAM, argv
+    command: click.Command = cli
+    path: list[str] = []
+    used: dict[str, Any] = {}
+    positional: list[str] = []
+    tokens = argv[1:]
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        where = " ".join([PROGRAM, *path])
+        if token.startswith("-") and token != "-":
+            name, has_inline, inline = token.partition("=")
+            option = next(
+                (
+                    p
+                    for p in command.params
+                    if isinstance(p, click.Option) and name in (*p.opts, *p.secondary_opts)
+                ),
+                None,
+            )
+            assert option is not None, f"`{where}` has no option {name}"
+            if option.is_flag or option.count:
+                assert not has_inline, f"`{where} {name}` takes no value"
+                value: Any = True
+            else:
+                if not has_inline:
+                    i += 1
+                    assert i < len(tokens), f"`{where} {name}` needs a value"
+                value = inline if has_inline else tokens[i]
+                if "$(" not in value:  # a Kubernetes $(VAR) is only known in the pod
+                    try:
+                        value = option.type.convert(value, option, None)
+                    except click.BadParameter as exc:
+                        raise AssertionError(f"`{where} {name} {value}`: {exc}") from None
+            used[option.name or name] = value
+        elif isinstance(command, click.Group):
+            sub = command.commands.get(token)
+            assert sub is not None, (
+                f"`{where}` has no command {token!r} ({sorted(command.commands)})"
+            )
+            command = sub
+            path.append(token)
+        else:
+            positional.append(token)
+        i += 1
+    where = " ".join([PROGRAM, *path])
+    assert not isinstance(command, click.Group), f"`{where}` needs a command"
+    arguments = [p for p in command.params if isinstance(p, click.Argument)]
+    assert len(positional) == len(arguments), f"`{where}` takes {len(arguments)} argument(s)"
+    for param in command.params:
+        if isinstance(param, click.Option) and param.required:
+            assert param.name in used, f"`{where}` needs {param.opts[0]}"
+    return path, used
+
+
+def test_the_command_line_check_itself_rejects_what_click_rejects() -> None:
+    """So that the manifest checks below can fail."""
+    assert parse_command_line([PROGRAM, "--log-format", "json", "-v", "sync"]) == (
+        ["sync"],
+        {"log_format": "json", "verbose": True},
+    )
+    assert parse_command_line([PROGRAM, "db", "upgrade"]) == (["db", "upgrade"], {})
+    for bad, reason in [
+        ([PROGRAM, "synk"], "has no command 'synk'"),
+        ([PROGRAM, "sync", "--no-such-option"], "has no option --no-such-option"),
+        ([PROGRAM, "sync", "--concurrency", "0"], "--concurrency 0"),
+        ([PROGRAM, "--log-format", "yaml", "sync"], "--log-format yaml"),
+        ([PROGRAM, "backfill"], "takes 1 argument"),
+        ([PROGRAM, "db"], "needs a command"),
+        ([PROGRAM, "sync", "--limit"], "needs a value"),
+    ]:
+        with pytest.raises(AssertionError, match=re.escape(reason)):
+            parse_command_line(bad)
+
+
+# Manifests -------------------------------------------------------------------------------
+
+
+def test_every_manifest_parses_and_names_its_kind() -> None:
+    assert set(MANIFESTS) == {
+        "backfill-job.yaml",
+        "configmap.yaml",
+        "cronjob.yaml",
+        "deployment.yaml",
+        "pvc.yaml",
+        "secret.example.yaml",
+    }
+    for name, docs in MANIFESTS.items():
+        assert docs, name
+        for doc in docs:
+            assert {"apiVersion", "kind", "metadata"} <= set(doc), name
+            assert doc["metadata"]["name"].startswith("referrals-etl"), name
+
+
+@pytest.mark.parametrize(
+    ("where", "container"), ALL_CONTAINERS, ids=[f"{w}/{c['name']}" for w, c in ALL_CONTAINERS]
+)
+def test_container_command_lines_exist_in_the_cli(where: str, container: dict[str, Any]) -> None:
+    """Every command, subcommand and option a container runs exists in `referrals-etl`, and
+    its logs are JSON lines."""
+    argv = _argv(container)
+    path, used = parse_command_line(argv)
+    assert path, f"{where}: {argv}"
+    assert used.get("log_format") == "json", f"{where}: run with --log-format json: {argv}"
+
+
+def _commands(doc: dict[str, Any]) -> list[tuple[list[str], dict[str, Any]]]:
+    return [parse_command_line(_argv(c)) for c in _containers(doc)]
+
+
+def test_every_referrals_etl_variable_is_a_setting() -> None:
+    """REFERRALS_ETL_* names in the manifests (env, Secret keys) and in the Dockerfile exist
+    in the configuration reference; a Secret key used by a container exists in the Secret."""
+    known = {env_name(section, f.name) for section, f in all_keys()} | {CONFIG_ENV}
+    secret = _one("Secret")
+    secret_keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
+    used = set(secret_keys) | set(_dockerfile_env_names())
+    for where, container in ALL_CONTAINERS:
+        used.update(_env_names(container))
+        for entry in container.get("env", []):
+            ref = entry.get("valueFrom", {}).get("secretKeyRef")
+            if ref is not None:
+                assert ref["name"] == secret["metadata"]["name"], (where, ref)
+                assert ref["key"] in secret_keys, (where, ref)
+        for source in container.get("envFrom", []):
+            assert source.get("secretRef", {}).get("name") == secret["metadata"]["name"]
+    ours = {name for name in used if name.startswith("REFERRALS_ETL_")}
+    assert ours, "no REFERRALS_ETL_ variable found: the check would prove nothing"
+    assert ours - known == set(), "not settings: see config.example.toml"
+    assert {"REFERRALS_ETL_DATABASE_URL", CONFIG_ENV} <= ours
+
+
+def test_the_secret_example_holds_placeholders_only() -> None:
+    secret = _one("Secret", "secret.example.yaml")
+    assert "data" not in secret  # base64 could hide a real value
+    values = secret["stringData"]
+    assert values and all("CHANGE-ME" in value for value in values.values()), values
+    secrets = {env_name("auth", f.name) for s, f in all_keys() if f.metadata.get("secret")}
+    assert set(values) - {"REFERRALS_ETL_DATABASE_URL"} <= secrets
+
+
+def _configmap_toml(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    configmap = _one("ConfigMap", "configmap.yaml")
+    text = configmap["data"]["config.toml"]
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path, tomllib.loads(text)
+
+
+def test_the_configmap_config_loads_with_every_key(tmp_path: Path) -> None:
+    """Every key of the ConfigMap's config.toml loads (no unknown key, no bad value), and the
+    settings hold the values written there."""
+    path, document = _configmap_toml(tmp_path)
+    settings = load_settings(path, environ={})
+    assert settings.source == str(path)
+    count = 0
+    for section, table in document.items():
+        fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
+        for key, raw in table.items():
+            loaded = getattr(getattr(settings, section), key)
+            if fields[key].metadata.get("duration") and isinstance(raw, str):
+                raw = parse_duration(raw)
+            assert loaded == raw, f"[{section}] {key}: {raw!r} loaded as {loaded!r}"
+            count += 1
+    assert count >= 10
+    assert settings.auth.mode == "refresh_token"
+    CronTrigger.from_crontab(settings.schedule.cron)
+
+
+def _volume_mount_for(doc: dict[str, Any], container: dict[str, Any], kind: str) -> dict[str, str]:
+    """{mountPath: name of the ConfigMap / PVC / ...} for the volumes of ``kind`` mounted."""
+    pod = _pod_spec(doc)
+    assert pod is not None
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    out = {}
+    for mount in container.get("volumeMounts", []):
+        source = volumes[mount["name"]]
+        if kind in source:
+            ref = source[kind]
+            out[mount["mountPath"]] = ref.get("name") or ref.get("claimName") or kind
+    return out
+
+
+def test_referenced_configmaps_secrets_and_claims_exist() -> None:
+    defined = {(d["kind"], d["metadata"]["name"]) for d in DOCS} | MADE_BY_HAND
+    for doc in DOCS:
+        pod = _pod_spec(doc)
+        if pod is None:
+            continue
+        for volume in pod.get("volumes", []):
+            if "configMap" in volume:
+                assert ("ConfigMap", volume["configMap"]["name"]) in defined
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                assert ("PersistentVolumeClaim", claim) in defined
+            if "secret" in volume:
+                assert ("Secret", volume["secret"]["secretName"]) in defined
+
+
+@pytest.mark.parametrize("file", ["cronjob.yaml", "deployment.yaml", "backfill-job.yaml"])
+def test_workloads_read_the_configmap_and_run_as_the_image_user(file: str, tmp_path: Path) -> None:
+    """REFERRALS_ETL_CONFIG names config.toml in the mounted ConfigMap; the token cache path
+    is on a mounted writable volume; pods run as the Dockerfile's non-root uid."""
+    [doc] = MANIFESTS[file]
+    _, document = _configmap_toml(tmp_path)
+    uid = int(dict(_final_stage())["USER"].split(":")[0])
+    pod = _pod_spec(doc)
+    assert pod is not None
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == uid
+    for container in _containers(doc):
+        env = {e["name"]: e for e in container.get("env", [])}
+        config_path = Path(env[CONFIG_ENV]["value"])
+        configmaps = _volume_mount_for(doc, container, "configMap")
+        assert configmaps.get(str(config_path.parent)) == "referrals-etl-config", container["name"]
+        assert config_path.name == "config.toml"
+        cache = env.get("REFERRALS_ETL_AUTH_TOKEN_CACHE_PATH", {}).get(
+            "value", document["auth"]["token_cache_path"]
+        )
+        writable = {
+            m["mountPath"] for m in container.get("volumeMounts", []) if not m.get("readOnly")
+        }
+        assert str(Path(cache).parent) in writable, (container["name"], cache)
+
+
+def test_the_cronjob_forbids_overlap_migrates_first_and_keeps_the_token_cache() -> None:
+    cronjob = _one("CronJob", "cronjob.yaml")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    CronTrigger.from_crontab(cronjob["spec"]["schedule"])
+    pod = _pod_spec(cronjob)
+    assert pod is not None and pod["restartPolicy"] == "Never"
+    [init] = pod["initContainers"]
+    [main] = pod["containers"]
+    assert parse_command_line(_argv(init))[0] == ["db", "upgrade"]
+    path, used = parse_command_line(_argv(main))
+    assert path == ["sync"]
+    assert used.get("metrics_file") or used.get("pushgateway")
+    claims = _volume_mount_for(cronjob, main, "persistentVolumeClaim")
+    assert list(claims.values()) == ["referrals-etl-state"]
+    assert _one("PersistentVolumeClaim")["metadata"]["name"] == "referrals-etl-state"
+
+
+def test_the_backfill_job_is_indexed_and_its_shards_cover_every_index() -> None:
+    """completions N, and `--shard $(JOB_COMPLETION_INDEX)/N`: pod I runs shard I of N."""
+    job = _one("Job", "backfill-job.yaml")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    completions = spec["completions"]
+    assert 1 <= spec["parallelism"] <= completions
+    [container] = _containers(job)
+    argv = _argv(container)
+    path, used = parse_command_line(argv)
+    assert path == ["backfill"]
+    assert argv[argv.index("backfill") + 1] == "/ids/ids.txt"
+    assert used["shard"] == f"$(JOB_COMPLETION_INDEX)/{completions}"
+    assert _volume_mount_for(job, container, "configMap")["/ids"] == "referrals-etl-backfill-ids"
+    assert "JOB_COMPLETION_INDEX" in _env_names(container)
+    for index in range(completions):
+        given = used["shard"].replace("$(JOB_COMPLETION_INDEX)", str(index))
+        assert parse_shard(given) == (index, completions)
+
+
+def test_the_deployment_runs_one_scheduler_with_time_to_finish(tmp_path: Path) -> None:
+    deployment = _one("Deployment", "deployment.yaml")
+    spec = deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"]["type"] == "Recreate"  # never an old and a new scheduler at once
+    pod = _pod_spec(deployment)
+    assert pod is not None
+    [main] = pod["containers"]
+    assert parse_command_line(_argv(main))[0] == ["schedule"]
+    _, document = _configmap_toml(tmp_path)
+    # In-flight requests finish within api.timeout_seconds; leave room for a retry pause too.
+    assert pod["terminationGracePeriodSeconds"] >= 3 * document["api"]["timeout_seconds"]
+
+
+# Dockerfile ------------------------------------------------------------------------------
+
+
+def test_the_image_is_multi_stage_slim_and_non_root() -> None:
+    stages = _stages()
+    args = dict(
+        rest.split("=", 1) for keyword, rest in stages[0] if keyword == "ARG" and "=" in rest
+    )
+    bases = []
+    for stage in stages[1:]:
+        base = stage[0][1].split()[0]
+        bases.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base))
+    assert len(stages) - 1 >= 2, "builder and final stages"
+    assert bases[-1] == "python:3.11-slim"
+    final = dict(_final_stage())
+    user = final["USER"].split(":")[0]
+    assert user not in {"root", "0"}
+    assert any(k == "COPY" and r.startswith("--from=") for k, r in _final_stage())
+
+
+def test_the_final_image_installs_no_build_tools() -> None:
+    for keyword, rest in _final_stage():
+        if keyword == "RUN":
+            assert not BUILD_TOOLS.search(rest), rest
+    builder = _stages()[1]
+    assert any(BUILD_TOOLS.search(rest) for keyword, rest in builder if keyword == "RUN")
+
+
+def test_the_image_runs_the_console_script_with_sync_by_default() -> None:
+    entrypoint, cmd = _dockerfile_entrypoint_and_cmd()
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["scripts"]
+    assert entrypoint == [PROGRAM] and PROGRAM in scripts
+    assert parse_command_line([*entrypoint, *cmd]) == (["sync"], {})
+
+
+def test_the_image_puts_the_migrations_where_the_package_finds_them() -> None:
+    """etl.db.migrations_dir() looks beside the installed package: the build copies the
+    migrations into the installed etl package and runs head_revision() to prove it."""
+    builder_runs = " ".join(rest for keyword, rest in _stages()[1] if keyword == "RUN")
+    assert "etl.__file__" in builder_runs and "/migrations" in builder_runs
+    assert "head_revision()" in builder_runs
+    copies = [rest.split() for keyword, rest in _stages()[1] if keyword == "COPY"]
+    assert ["migrations", "./migrations"] in copies
+
+
+def test_the_build_context_is_what_the_dockerfile_copies() -> None:
+    """.dockerignore is an allow-list: everything the builder COPYs from the context, no more
+    (no .git, .venv, databases or token caches)."""
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text("utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert patterns[0] == "**"
+    allowed = {p[1:] for p in patterns if p.startswith("!")}
+    sources = set()
+    for keyword, rest in _dockerfile_instructions():
+        if keyword == "COPY" and not rest.startswith("--from"):
+            sources.update(part.rstrip("*") for part in rest.split()[:-1])
+    assert sources == {"pyproject.toml", "README", "etl", "migrations"}
+    assert {"pyproject.toml", "README.md", "etl", "migrations"} == allowed

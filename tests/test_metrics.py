@@ -1,0 +1,305 @@
+"""Prometheus metrics of a run: textfile (node-exporter) and Pushgateway, from real runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from conftest import TOKEN, backfill
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.engine import Engine
+
+from etl import cli
+from etl.metrics import LAST_SUCCESS, push_metrics, write_metrics
+from etl.sandbox import Sandbox, ServerThread
+from etl.sync import SyncReport
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+OUTCOMES = ("created", "updated", "unchanged", "not_found", "failed")
+
+
+def samples_of(text: str) -> Samples:
+    """Every sample of a Prometheus text exposition, keyed by (name, sorted labels)."""
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
+    return {dict(labels)[label]: v for (n, labels), v in samples.items() if n == name}
+
+
+def one(samples: Samples, name: str) -> float:
+    return samples[(name, ())]
+
+
+def test_metrics_file_after_a_backfill_holds_what_the_run_did(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """Counts by outcome, requests by status code (as the sandbox counted them), ids, duration,
+    last status and last success time, then a second run's 304s over the same file."""
+    box = Sandbox(count=12, seed=11)
+    broken = box.ids[0]
+    box.faults.invalid_json_ids = {broken}
+    missing = str(uuid.UUID(int=12345))
+    path = tmp_path / "referrals_etl.prom"
+
+    before = time.time()
+    report = backfill(sqlite_engine, box, [*box.ids, missing])
+    write_metrics(report, path)
+    after = time.time()
+
+    first = samples_of(path.read_text("utf-8"))
+    assert by_label(first, "referrals_etl_run_referrals", "outcome") == {
+        "created": 11,
+        "updated": 0,
+        "unchanged": 0,
+        "not_found": 1,
+        "failed": 1,
+    }
+    requests = by_label(first, "referrals_etl_run_requests", "status_code")
+    assert requests == {str(k): v for k, v in box.stats.by_status.items()}
+    assert requests["404"] == 1 and sum(requests.values()) == report.requests
+    assert one(first, "referrals_etl_run_throttled_requests") == 0
+    assert one(first, "referrals_etl_run_ids") == 13
+    assert one(first, "referrals_etl_run_duration_seconds") == pytest.approx(report.seconds)
+    assert 0 < report.seconds < after - before
+    statuses = by_label(first, "referrals_etl_last_run_status", "status")
+    assert {s for s, v in statuses.items() if v == 1} == {"partial"}
+    assert set(statuses) == {"succeeded", "partial", "failed", "interrupted", "skipped"}
+    first_success = one(first, "referrals_etl_last_success_timestamp_seconds")
+    assert before <= first_success <= after
+    assert one(first, "referrals_etl_last_run_timestamp_seconds") == first_success
+
+    box.faults.invalid_json_ids = set()
+    box.stats.reset()
+    again = backfill(sqlite_engine, box, box.ids[1:])
+    write_metrics(again, path)
+    second = samples_of(path.read_text("utf-8"))
+    assert by_label(second, "referrals_etl_run_referrals", "outcome") == dict.fromkeys(
+        OUTCOMES, 0
+    ) | {"unchanged": 11}
+    assert by_label(second, "referrals_etl_run_requests", "status_code") == {"304": 11}
+    assert by_label(second, "referrals_etl_last_run_status", "status")["succeeded"] == 1
+    assert one(second, "referrals_etl_last_success_timestamp_seconds") > first_success
+
+
+def _report(status: str, **fields: Any) -> SyncReport:
+    report = SyncReport(status=status, **fields)
+    report.counts.created = 2
+    return report
+
+
+def test_a_failed_run_keeps_the_previous_last_success_time(tmp_path: Path) -> None:
+    """Over an existing file, a run that is not a success keeps its last-success time;
+    without any earlier success there is no last-success sample at all."""
+    path = tmp_path / "m.prom"
+    write_metrics(_report("failed"), path)
+    assert not any(
+        name == "referrals_etl_last_success_timestamp_seconds"
+        for name, _ in samples_of(path.read_text("utf-8"))
+    )
+    write_metrics(_report("succeeded", seconds=1.5), path)
+    success = one(
+        samples_of(path.read_text("utf-8")), "referrals_etl_last_success_timestamp_seconds"
+    )
+    time.sleep(0.01)
+    write_metrics(_report("interrupted"), path)
+    after = samples_of(path.read_text("utf-8"))
+    assert one(after, "referrals_etl_last_success_timestamp_seconds") == success
+    assert one(after, "referrals_etl_last_run_timestamp_seconds") > success
+    assert by_label(after, "referrals_etl_last_run_status", "status")["interrupted"] == 1
+    assert by_label(after, "referrals_etl_last_run_status", "status")["succeeded"] == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["m.prom"]  # no temporary file left
+
+
+def test_an_unwritable_metrics_file_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "no-such-dir" / "m.prom"
+    assert write_metrics(_report("succeeded"), path) is False
+    [record] = [r for r in caplog.records if r.name == "etl.metrics"]
+    assert record.levelno == logging.ERROR
+    assert str(path) in record.getMessage()
+
+
+class _Gateway(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[str, str, str]]] = []
+
+    def _store(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode("utf-8")
+        self.received.append((self.command, self.path, body))
+        self.send_response(200)
+        self.end_headers()
+
+    do_POST = do_PUT = _store  # noqa: N815
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def gateway() -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
+    """A stand-in Pushgateway on a free port; yields its URL and the pushes it received."""
+    received: ClassVar[list[tuple[str, str, str]]] = []
+    handler = type("Gateway", (_Gateway,), {"received": received})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_push_sends_the_metrics_to_the_gateway_job(
+    gateway: tuple[str, list[tuple[str, str, str]]],
+) -> None:
+    """POST (replace only the metrics pushed) to /metrics/job/referrals_etl, same content."""
+    url, received = gateway
+    report = _report("succeeded", by_status={200: 2, 429: 1}, throttled=1, requests=3)
+    assert push_metrics(report, url) is True
+    [(method, path, body)] = received
+    assert (method, path) == ("POST", "/metrics/job/referrals_etl")
+    pushed = samples_of(body)
+    assert by_label(pushed, "referrals_etl_run_requests", "status_code") == {"200": 2, "429": 1}
+    assert one(pushed, "referrals_etl_run_throttled_requests") == 1
+    assert by_label(pushed, "referrals_etl_run_referrals", "outcome")["created"] == 2
+
+
+def test_push_of_a_failed_run_leaves_last_success_to_the_gateway(
+    gateway: tuple[str, list[tuple[str, str, str]]],
+) -> None:
+    url, received = gateway
+    assert push_metrics(_report("failed"), url) is True
+    names = {name for name, _ in samples_of(received[0][2])}
+    assert "referrals_etl_last_run_status" in names
+    assert "referrals_etl_last_success_timestamp_seconds" not in names
+
+
+def test_a_failed_push_is_a_warning_and_never_shows_a_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing listens there: the push fails, push_metrics returns False, nothing is raised;
+    a URL with credentials is logged without its password."""
+    with socket.socket() as bound:  # bound, never listening: connections are refused
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        assert push_metrics(_report("succeeded"), f"http://127.0.0.1:{port}") is False
+        with_password = f"http://metrics:hunter2-pw@127.0.0.1:{port}"
+        assert push_metrics(_report("succeeded"), with_password) is False
+    refused, redacted = [r for r in caplog.records if r.name == "etl.metrics"]
+    assert (refused.levelno, redacted.levelno) == (logging.WARNING, logging.WARNING)
+    assert refused.getMessage().startswith(f"could not push metrics to http://127.0.0.1:{port} (")
+    assert "refused" in refused.getMessage().lower()
+    assert f"http://metrics:***@127.0.0.1:{port}" in redacted.getMessage()
+    assert "hunter2-pw" not in caplog.text
+
+
+@pytest.fixture
+def restore_signals() -> Iterator[None]:
+    """`cli` installs SIGTERM/SIGINT handlers for the run; give pytest its own back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def _cli_backfill(
+    monkeypatch: pytest.MonkeyPatch, engine: Engine, server: ServerThread, *args: str
+) -> int | str | None:
+    """`referrals-etl backfill ...` in process (env vars as in production); its exit code."""
+    for name in [k for k in os.environ if k.startswith("REFERRALS_ETL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("REFERRALS_ETL_API_BASE_URL", server.base_url)
+    monkeypatch.setenv("REFERRALS_ETL_AUTH_MODE", "access_token")
+    monkeypatch.setenv("REFERRALS_ETL_AUTH_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv(
+        "REFERRALS_ETL_DATABASE_URL", engine.url.render_as_string(hide_password=False)
+    )
+    monkeypatch.setenv("REFERRALS_ETL_SYNC_DISCOVER", "false")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["backfill", *args])
+    return exited.value.code
+
+
+def test_backfill_command_writes_the_metrics_file(
+    sqlite_engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    restore_signals: None,
+) -> None:
+    """`referrals-etl backfill FILE --metrics-file PATH` over TCP: exit 1 (one id failed),
+    and the file tells the same story as the summary line."""
+    box = Sandbox(count=8, seed=12)
+    box.faults.accepted_tokens = {TOKEN}
+    box.faults.invalid_json_ids = {box.ids[3]}
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# ids\n" + "\n".join(box.ids) + "\n", encoding="utf-8")
+    metrics = tmp_path / "referrals_etl.prom"
+    monkeypatch.chdir(tmp_path)
+    with ServerThread(box) as server:
+        code = _cli_backfill(
+            monkeypatch, sqlite_engine, server, str(ids), "--metrics-file", str(metrics)
+        )
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "8 ids: 7 created, 0 updated, 0 unchanged, 0 not found, 1 failed" in out
+    written = samples_of(metrics.read_text("utf-8"))
+    assert by_label(written, "referrals_etl_run_referrals", "outcome") == dict.fromkeys(
+        OUTCOMES, 0
+    ) | {"created": 7, "failed": 1}
+    assert by_label(written, "referrals_etl_run_requests", "status_code") == {
+        str(k): v for k, v in box.stats.by_status.items()
+    }
+    assert one(written, "referrals_etl_run_ids") == 8
+    assert by_label(written, "referrals_etl_last_run_status", "status")["partial"] == 1
+    assert one(written, "referrals_etl_last_success_timestamp_seconds") <= time.time()
+
+
+def test_a_run_that_fails_still_writes_its_metrics(
+    sqlite_engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    restore_signals: None,
+) -> None:
+    """The run that most needs an alert: the token is refused (exit 3). The metrics file says
+    failed and keeps the last success time of the run before."""
+    box = Sandbox(count=3, seed=13)
+    box.faults.accepted_tokens = {TOKEN}
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(box.ids) + "\n", encoding="utf-8")
+    metrics = tmp_path / "referrals_etl.prom"
+    monkeypatch.chdir(tmp_path)
+    with ServerThread(box) as server:
+        assert (
+            _cli_backfill(
+                monkeypatch, sqlite_engine, server, str(ids), "--metrics-file", str(metrics)
+            )
+            == 0
+        )
+        success = one(samples_of(metrics.read_text("utf-8")), LAST_SUCCESS)
+        box.faults.accepted_tokens = {"a-token-nobody-has"}
+        assert (
+            _cli_backfill(
+                monkeypatch, sqlite_engine, server, str(ids), "--metrics-file", str(metrics)
+            )
+            == 3
+        )
+    written = samples_of(metrics.read_text("utf-8"))
+    statuses = by_label(written, "referrals_etl_last_run_status", "status")
+    assert {s for s, v in statuses.items() if v == 1} == {"failed"}
+    assert one(written, LAST_SUCCESS) == success
+    assert one(written, "referrals_etl_last_run_timestamp_seconds") > success
