@@ -326,3 +326,34 @@ def test_without_etags_the_content_hash_decides(engine: Engine) -> None:
         "New",
         "Active",
     ]
+
+
+def test_a_value_the_database_refuses_fails_only_that_referral(engine: Engine) -> None:
+    """PostgreSQL refuses NUL characters in text: that referral fails alone, its batch is kept."""
+    box = Sandbox(count=20, seed=15)
+    poisoned = box.ids[6]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        referral_id = request.url.path.rsplit("/", 1)[-1]
+        doc = box.document(referral_id)
+        if referral_id == poisoned:
+            doc["name"] = "nul\u0000byte"
+        return httpx.Response(200, json=doc)
+
+    report = run_backfill(
+        settings_for(engine),
+        engine,
+        [TrackedId(i, "file") for i in box.ids],
+        RunOptions(
+            transport=httpx.MockTransport(handler), auth=BearerAuth(StaticTokenProvider("t"))
+        ),
+    )
+    stored = {r["id"] for r in rows_of(engine, "referrals")}
+    if engine.dialect.name == "postgresql":
+        assert (report.counts.failed, report.counts.created) == (1, 19)
+        assert stored == set(box.ids) - {poisoned}
+        [state] = [r for r in rows_of(engine, "sync_state") if r["referral_id"] == poisoned]
+        assert state["last_error"].startswith("could not be stored:")
+    else:
+        assert (report.counts.failed, report.counts.created) == (0, 20)
+        assert stored == set(box.ids)
