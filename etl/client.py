@@ -87,6 +87,7 @@ class Throttle:
         self._paused_until = 0.0
         self._changed = asyncio.Condition()
         self._recent: list[float] = []  # completion times of recent successes
+        self._ceiling = 0.0  # the request rate at which the server last throttled us
 
     async def acquire(self) -> None:
         async with self._changed:
@@ -117,8 +118,11 @@ class Throttle:
         if self.limit < self.max_concurrency:
             self.limit = min(self.max_concurrency, self.limit + 1.0 / self.limit)
         if self.rate > 0 and (self._cap == 0 or self.rate < self._cap):
-            # Additive increase: about 1% a second at the current rate.
-            self.rate += 0.01
+            # Additive increase, per success: about 1% a second back towards the rate that was
+            # throttled, then ten times slower past 97% of it, so probing the limit (and the
+            # pause each 429 costs) comes rarely.
+            near = self._ceiling and self.rate >= 0.97 * self._ceiling
+            self.rate += 0.001 if near else 0.01
             if self._cap:
                 self.rate = min(self.rate, self._cap)
 
@@ -131,6 +135,7 @@ class Throttle:
             self.limit = max(1.0, self.limit / 2)
             observed = self._observed_rate(now)
             base = min(self.rate, observed) if self.rate > 0 else observed
+            self._ceiling = base
             self.rate = max(0.5, 0.9 * base) if base > 0 else 1.0
         return pause
 
