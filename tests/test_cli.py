@@ -135,3 +135,52 @@ def test_demo_shows_created_then_unchanged_updated_deleted(
         "second pass: 200 ids: 0 created, 20 updated, 175 unchanged, 5 not found, 0 failed" in out
     )
     assert (tmp_path / "referrals-demo.db").exists()
+
+
+def test_progress_bar_only_on_a_terminal(
+    env: str, tmp_path: Path, sandbox: tuple[Sandbox, str]
+) -> None:
+    """A terminal gets a progress bar with rate and ETA; a pipe (cron, Kubernetes) gets none."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    box, _ = sandbox
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(box.ids) + "\n")
+    assert run_cli(["db", "upgrade"]) == 0
+    piped = subprocess.run(
+        [sys.executable, "-m", "etl", "backfill", str(ids)],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=60,
+    )
+    assert piped.returncode == 0 and "referrals/s" not in piped.stderr and "%|" not in piped.stderr
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 columns
+    process = subprocess.Popen(
+        [sys.executable, "-m", "etl", "backfill", str(ids)],
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        env=os.environ.copy(),
+    )
+    os.close(terminal)
+    assert process.wait(timeout=60) == 0
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    text = shown.decode("utf-8", "replace")
+    assert "referrals/s" in text and "40 referrals" in text
