@@ -150,41 +150,33 @@ def _events_lines(lines: Iterable[str], name: str, on_error: OnError) -> Iterato
 def _events_array(chunks: Iterable[str], name: str, on_error: OnError) -> Iterator[TrackedId]:
     """A JSON array of events, decoded one element at a time (never the whole file at once)."""
     decoder = json.JSONDecoder()
+    source = iter(chunks)
     buffer = ""
     position = 0
     line = 1
-    source = iter(chunks)
-    started = False
-    exhausted = False
     while True:
-        # Skip separators and find the start of the next value.
-        while True:
-            while position < len(buffer) and (buffer[position] in " \t\r\n,[]"):
-                if buffer[position] == "\n":
-                    line += 1
-                if buffer[position] == "[" and not started:
-                    started = True
-                position += 1
-            if position < len(buffer) or exhausted:
-                break
-            buffer, position = next(source, None) or "", 0
-            exhausted = exhausted or buffer == ""
+        # Skip the brackets, commas and white space before the next event.
+        while position < len(buffer) and buffer[position] in " \t\r\n,[]":
+            line += buffer[position] == "\n"
+            position += 1
         if position >= len(buffer):
-            return
+            buffer, position = _read_more(source), 0
+            if not buffer:
+                return
+            continue
         try:
             event, end = decoder.raw_decode(buffer, position)
         except ValueError:
-            more = "" if exhausted else _read_more(source)
-            if more:
-                buffer = buffer[position:] + more
-                position = 0
-                continue
-            on_error(BadLine(name, line, "the JSON array of webhook events is malformed here"))
-            return
-        line += buffer.count("\n", position, end)
+            more = _read_more(source)
+            if not more:
+                on_error(BadLine(name, line, "the JSON array of webhook events is malformed here"))
+                return
+            buffer, position = buffer[position:] + more, 0
+            continue
         tracked = _event_id(event, name, line, on_error)
         if tracked is not None:
             yield tracked
+        line += buffer.count("\n", position, end)
         position = end
 
 

@@ -103,3 +103,13 @@ def test_shards_are_disjoint_and_complete() -> None:
     for text in ("4/4", "x/2", "1"):
         with pytest.raises(ConfigError):
             parse_shard(text)
+
+
+def test_a_malformed_event_array_keeps_what_came_before() -> None:
+    bad: list[BadLine] = []
+    text = '[\n  {"ResourceUri": "https://h/referrals/a1"},\n  {"ResourceUri": broken\n]'
+    got = [t.id for t in read_ids_from(io.StringIO(text), "events.json", bad.append)]
+    assert got == ["a1"]
+    assert [(b.line, b.reason) for b in bad] == [
+        (3, "the JSON array of webhook events is malformed here")
+    ]
