@@ -357,3 +357,14 @@ def test_a_value_the_database_refuses_fails_only_that_referral(engine: Engine) -
     else:
         assert (report.counts.failed, report.counts.created) == (0, 20)
         assert stored == set(box.ids)
+
+
+def test_dry_run_fetches_and_reports_but_writes_nothing(sqlite_engine: Engine) -> None:
+    box = Sandbox(count=15, seed=16)
+    backfill(sqlite_engine, box, ids=box.ids[:5])
+    before = count_rows(sqlite_engine)
+    box.change(ids=box.ids[:2])
+    report = backfill(sqlite_engine, box, dry_run=True)
+    assert (report.counts.created, report.counts.updated, report.counts.unchanged) == (10, 2, 3)
+    assert report.requests == 15
+    assert count_rows(sqlite_engine) == before
