@@ -66,5 +66,5 @@ def setup_logging(fmt: str = "text", verbose: int = 0, stream: IO[str] | None = 
     # Our own INFO lines are wanted at -v; libraries' chatter only at -vv.
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
     logging.getLogger("etl").setLevel(level)
-    for noisy in ("httpx", "httpcore", "msal", "apscheduler", "alembic", "uvicorn"):
+    for noisy in ("httpx", "httpcore", "aiohttp", "msal", "apscheduler", "alembic", "uvicorn"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
