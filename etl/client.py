@@ -38,6 +38,7 @@ _RETRYABLE = frozenset({500, 502, 503, 504})
 _MAX_THROTTLED = 30  # 429 answers one request may get before its id fails
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 30.0
+_CATCH_UP = 0.05  # seconds of pacing lag a late worker may make up
 ROLES_HINT = (
     "the signed-in user needs the Referrals Admin or Referrals User role in Partner Center "
     "(Account settings > User management)"
@@ -99,7 +100,9 @@ class Throttle:
             now = self._clock()
             wait = self._paused_until - now
             if self.rate > 0:
-                slot = max(now, self._next_slot)
+                # A worker that wakes late (the loop was busy) keeps up to 50 ms of the lost
+                # time, instead of restarting the schedule from now and losing it every slot.
+                slot = max(now - _CATCH_UP, self._next_slot)
                 wait = max(wait, slot - now)
                 if wait <= 0:
                     self._next_slot = slot + 1.0 / self.rate
