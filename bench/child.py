@@ -10,12 +10,10 @@ It prints one JSON line with what it measured.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import resource
 import sys
 import time
-import types
 from typing import Any
 
 import httpx
@@ -27,23 +25,6 @@ from etl.config import Settings
 from etl.ids import TrackedId
 from etl.sandbox import Sandbox
 from etl.sync import RunOptions, run_backfill
-
-
-def quiet_asgi_transport() -> None:
-    """Stop httpx's ``ASGITransport`` from trying ``import sniffio`` on every request.
-
-    ``httpx._transports.asgi.is_running_trio`` imports sniffio per request to choose its Event
-    class; where sniffio is not installed (it is not a dependency of this project), every request
-    pays a failed import: ~56 us of ``stat`` calls on ``sys.path``, each releasing the GIL to the
-    writer thread. That is a cost of the in-process test transport only (production goes through
-    httpcore and sockets), so the in-process scenarios register this stand-in, which answers what
-    sniffio would: the running library is asyncio.
-    """
-    if "sniffio" in sys.modules or importlib.util.find_spec("sniffio") is not None:
-        return
-    stand_in = types.ModuleType("sniffio")
-    stand_in.current_async_library = lambda: "asyncio"  # type: ignore[attr-defined]
-    sys.modules["sniffio"] = stand_in
 
 
 def _rss_kb() -> int:
@@ -62,12 +43,14 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
     from bench.dbs import WriteCounter
 
     box: Sandbox | None = None
+    sandbox_kb = 0
     if spec["where"] == "inproc":
-        quiet_asgi_transport()
+        before = _rss_kb()
         box = Sandbox(count=spec["count"], seed=spec["seed"], request_log_size=0)
         box.faults.accepted_tokens = {TOKEN}
         box.faults.update(spec.get("faults") or {})
         all_ids = box.ids
+        sandbox_kb = _rss_kb() - before  # the in-process sandbox's share of our RSS
         base_url = "http://sandbox.bench/v1.0"
     else:
         all_ids = httpx.get(spec["url"] + "/_sandbox/ids", timeout=60).text.split()
@@ -77,7 +60,7 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
     del all_ids
     engine = db.create_engine_for(spec["db_url"])
     counter = WriteCounter(engine)
-    out: dict[str, Any] = {"ids": len(ids), "rss_before_kb": _rss_kb()}
+    out: dict[str, Any] = {"ids": len(ids), "rss_before_kb": _rss_kb(), "sandbox_kb": sandbox_kb}
     out["peak_before_kb"] = _peak_kb()
     cpu = time.process_time()
     if spec["kind"] == "naive":
@@ -99,11 +82,11 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
             transport=httpx.ASGITransport(app=box.app) if box is not None else None,
             auth=BearerAuth(StaticTokenProvider(TOKEN)),
         )
-        tracked = [TrackedId(i, "file") for i in ids]
+        # A generator, as the CLI reads an id file: the job's memory, not a list of ours.
+        tracked = (TrackedId(i, "file") for i in ids)
         started = time.perf_counter()
         report = run_backfill(settings, engine, tracked, options)
         out["wall"] = time.perf_counter() - started
-        del tracked
         c = report.counts
         out.update(
             requests=report.requests,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -142,6 +143,19 @@ class SandboxProcess:
         """Edit ``ids`` (new eTag, realistic edits); returns the ids changed."""
         changed: list[str] = self._call("POST", "/_sandbox/change", {"ids": ids, "seed": seed})
         return changed
+
+    def latency(self, samples: int = 15) -> float:
+        """Median seconds of one sequential GET of a referral (keep-alive), as a client sees it."""
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        ids = self.ids()[:samples]
+        times = []
+        with httpx.Client(base_url=self.base_url, headers=headers, timeout=60) as http:
+            http.get(f"/engagements/referrals/{ids[0]}")  # connect first
+            for referral_id in ids:
+                started = time.perf_counter()
+                http.get(f"/engagements/referrals/{referral_id}")
+                times.append(time.perf_counter() - started)
+        return statistics.median(times)
 
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/_sandbox/stats")
