@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from conftest import (
@@ -21,6 +22,7 @@ from conftest import (
     backfill,
     count_rows,
     make_engine,
+    options_for,
     rows_of,
     settings_for,
 )
@@ -29,8 +31,10 @@ from sqlalchemy.engine import Engine
 
 from etl import db, store
 from etl.errors import ApiUnavailableError, DatabaseError, LockHeldError
+from etl.ids import TrackedId
 from etl.models import CHILD_TABLES
 from etl.sandbox import Sandbox, ServerThread
+from etl.sync import run_backfill
 
 VALID_PATH = re.compile(r"^/v1\.0/engagements/referrals/[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -76,17 +80,34 @@ def test_circuit_breaker_stops_a_run_against_a_dead_api(sqlite_engine: Engine) -
     assert rows_of(sqlite_engine, "sync_locks") == []
 
 
+class _Recording(httpx.AsyncBaseTransport):
+    """Passes requests on and notes each answer's status, in order."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.statuses: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        self.statuses.append(response.status_code)
+        return response
+
+
 def test_throttling_pauses_and_429s_shrink(sqlite_engine: Engine) -> None:
-    box = Sandbox(count=300, seed=4)
+    box = Sandbox(count=400, seed=4)
     box.faults.throttle_rps = 100
     settings = settings_for(sqlite_engine, api={"concurrency": 16})
-    report = backfill(sqlite_engine, box, settings=settings)
-    assert (report.counts.created, report.counts.failed) == (300, 0)
-    assert len(box.requests) == report.requests
-    throttled = report.throttled
-    assert 0 < throttled < report.requests * 0.25
-    # The first 429s come in a burst; once paced, few follow.
-    assert box.stats.by_status.get(429, 0) == throttled
+    options = options_for(box, trigger="backfill")
+    recording = _Recording(box.transport())
+    options.transport = recording
+    report = run_backfill(settings, sqlite_engine, (TrackedId(i, "file") for i in box.ids), options)
+    assert (report.counts.created, report.counts.failed) == (400, 0)
+    statuses = recording.statuses
+    assert len(statuses) == report.requests and statuses.count(429) == report.throttled > 0
+    # The first 429s come in a burst, before the pace is found; once paced, few follow.
+    half = len(statuses) // 2
+    assert statuses[:half].count(429) > statuses[half:].count(429)
+    assert report.throttled < report.requests * 0.1
 
 
 @pytest.mark.parametrize(
