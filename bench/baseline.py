@@ -25,11 +25,12 @@ from etl.models import CHILD_TABLES, Base, Referral, ReferralHistory, SyncState
 _CLASSES: dict[str, Any] = {m.local_table.name: m.class_ for m in Base.registry.mappers}
 
 
-class SyncASGITransport(httpx.BaseTransport):
-    """Lets a synchronous ``httpx.Client`` call an ASGI app in process (one private loop)."""
+class SyncTransport(httpx.BaseTransport):
+    """Lets a synchronous ``httpx.Client`` use an async transport, e.g. the sandbox's in-process
+    ``box.transport()`` (one private loop)."""
 
-    def __init__(self, app: Any) -> None:
-        self._inner = httpx.ASGITransport(app=app)
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
         self._loop = asyncio.new_event_loop()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:

@@ -3,9 +3,10 @@
 Two views, both printed:
 
 1. Stage timings: each stage of the job timed alone on the same documents, one thread, no
-   overlap (best of three), per referral: the sandbox itself, the HTTP client (httpx over
-   ``ASGITransport``), the rest of ``ReferralsClient.fetch_referral``, ``json.loads``,
-   ``flatten_referral``, and ``store.write_batch`` less its flatten. Then the whole pipeline
+   overlap (best of three), per referral: the sandbox itself, the HTTP client (httpx over the
+   sandbox's in-process transport, ``box.transport()``), the rest of
+   ``ReferralsClient.fetch_referral``, ``json.loads``, ``flatten_referral``, and
+   ``store.write_batch`` less its flatten. Then the whole pipeline
    (``run_backfill``); what it costs beyond the sum of the stages is the pipeline's own overhead
    (queues, tasks, the writer thread and its GIL hand-offs).
 2. With ``--pyinstrument`` (``pip install pyinstrument``; not a dependency of the project): a
@@ -70,7 +71,7 @@ def _settings(url: str) -> Settings:
 def _options(box: Sandbox) -> RunOptions:
     return RunOptions(
         trigger="backfill",
-        transport=httpx.ASGITransport(app=box.app),
+        transport=box.transport(),
         auth=BearerAuth(StaticTokenProvider(TOKEN)),
     )
 
@@ -86,7 +87,7 @@ def stage_timings(n: int, repeats: int, workdir: Path, template: Path) -> dict[s
 
     async def raw_gets(conditional: bool) -> float:
         headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"}
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=box.app)) as http:
+        async with httpx.AsyncClient(transport=box.transport()) as http:
             started = time.perf_counter()
             for i in ids:
                 extra = {"If-None-Match": etags[i]} if conditional else {}
@@ -97,7 +98,7 @@ def stage_timings(n: int, repeats: int, workdir: Path, template: Path) -> dict[s
         client = ReferralsClient(
             settings.api,
             auth=BearerAuth(StaticTokenProvider(TOKEN)),
-            transport=httpx.ASGITransport(app=box.app),
+            transport=box.transport(),
         )
         async with client:
             started = time.perf_counter()
@@ -147,7 +148,7 @@ def stage_timings(n: int, repeats: int, workdir: Path, template: Path) -> dict[s
         http = _best(lambda c=conditional: asyncio.run(raw_gets(c)), repeats) * per
         client = _best(lambda c=conditional: asyncio.run(client_gets(c)), repeats) * per
         stages: dict[str, float] = {"sandbox (not ours)": sandbox}
-        stages["HTTP client: httpx + ASGITransport"] = http - sandbox
+        stages["HTTP client: httpx + box.transport()"] = http - sandbox
         if kind == "first":
             parse = _best(lambda: _timed(lambda: [json.loads(b) for b in bodies]), repeats) * per
             flat = _best(lambda: _timed(lambda: [flatten_referral(d) for d in docs]), repeats) * per

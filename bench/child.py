@@ -2,9 +2,9 @@
 
 A step is one load (the job's ``run_backfill``, or the naive baseline) of a slice of the
 sandbox's ids into one database, with the sandbox over loopback (``where: tcp``, served by
-:mod:`bench.server`) or in this process (``where: inproc``, through ``httpx.ASGITransport``).
-A fresh process per step keeps peak RSS (``ru_maxrss``) and caches of one step out of the next.
-It prints one JSON line with what it measured.
+:mod:`bench.server`) or in this process (``where: inproc``, through the sandbox's own
+transport, ``box.transport()``). A fresh process per step keeps peak RSS (``ru_maxrss``) and
+caches of one step out of the next. It prints one JSON line with what it measured.
 """
 
 from __future__ import annotations
@@ -64,9 +64,9 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
     out["peak_before_kb"] = _peak_kb()
     cpu = time.process_time()
     if spec["kind"] == "naive":
-        from bench.baseline import SyncASGITransport, run_naive
+        from bench.baseline import SyncTransport, run_naive
 
-        transport = SyncASGITransport(box.app) if box is not None else None
+        transport = SyncTransport(box.transport()) if box is not None else None
         started = time.perf_counter()
         counts = run_naive(engine, base_url, ids, TOKEN, transport)
         out["wall"] = time.perf_counter() - started
@@ -79,7 +79,7 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
         )
         options = RunOptions(
             trigger="backfill",
-            transport=httpx.ASGITransport(app=box.app) if box is not None else None,
+            transport=box.transport() if box is not None else None,
             auth=BearerAuth(StaticTokenProvider(TOKEN)),
         )
         # A generator, as the CLI reads an id file: the job's memory, not a list of ours.
