@@ -10,7 +10,6 @@ GUIDs are lower-cased so that one referral has one id.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import sys
@@ -202,8 +201,3 @@ def _event_id(event: Any, name: str, line: int, on_error: OnError) -> TrackedId 
     except InvalidIdError as exc:
         on_error(BadLine(name, line, f"webhook event: {exc}"))
         return None
-
-
-def ids_from_text(text: str, on_error: OnError) -> list[TrackedId]:
-    """Convenience for tests and small inputs."""
-    return list(read_ids_from(io.StringIO(text), "<text>", on_error))
