@@ -82,7 +82,6 @@ class _Known:
     exists: bool = False
     deleted: bool = False
     failures: int = 0
-    tracked: bool = False
 
 
 def _chunks(values: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
@@ -150,7 +149,7 @@ def _known(conn: Connection, ids: Sequence[str]) -> dict[str, _Known]:
             ).where(sync_state.c.referral_id.in_(chunk))
         ):
             k = known[row.referral_id]
-            k.tracked, k.etag, k.content_hash = True, row.etag, row.content_hash
+            k.etag, k.content_hash = row.etag, row.content_hash
             k.failures = row.consecutive_failures or 0
         for found in conn.execute(
             sa.select(referrals.c.id, referrals.c.status, referrals.c.deleted_at).where(

@@ -395,7 +395,7 @@ async def _write_with_retries(
                 dry_run=options.dry_run,
             )
         except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            if getattr(exc, "connection_invalidated", False) or _is_disconnect(exc):
+            if _is_disconnect(exc):
                 log.warning("database connection lost (attempt %d); retrying the batch", attempt)
                 await asyncio.sleep(0.5 * attempt)
                 continue
