@@ -28,20 +28,14 @@ WORKDIR /src
 # README* matches nothing until the README exists; pyproject.toml names it as the readme.
 COPY pyproject.toml README* ./
 COPY etl ./etl
-COPY migrations ./migrations
 
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install "$(ls /wheels/partner_referrals_etl-*.whl)[postgres,mysql]"
 
-# The migrations are not part of the wheel: etl.db.migrations_dir() looks for a `migrations`
-# folder holding env.py beside the installed `etl` package (the parent's `migrations/` in a
-# source checkout, else `etl/migrations/`). So copy them into the installed package, wherever
-# the virtualenv put it, and fail the build here if `db upgrade` could not find them.
-RUN target="$(/opt/venv/bin/python -c 'import etl, pathlib; print(pathlib.Path(etl.__file__).parent)')" \
-    && cp -r migrations "$target/migrations" \
-    && find "$target" -name '__pycache__' -prune -exec rm -rf {} + \
-    && /opt/venv/bin/python -c "from etl.db import migrations_dir, head_revision; print('migrations', migrations_dir(), 'head', head_revision())"
+# The migrations are package data of `etl` (etl/migrations): fail the build here if the
+# installed package could not find them.
+RUN /opt/venv/bin/python -c "from etl.db import migrations_dir, head_revision; print('migrations', migrations_dir(), 'head', head_revision())"
 
 # --- final image -----------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}

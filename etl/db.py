@@ -106,11 +106,14 @@ def connect_error(engine: Engine, exc: Exception) -> DatabaseError:
 
 
 def migrations_dir() -> Path:
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "migrations", here / "migrations"):
-        if (candidate / "env.py").is_file():
-            return candidate
-    raise DatabaseError("the migrations folder is missing from this installation")
+    """The Alembic scripts, shipped inside the package (``etl/migrations``) as package data."""
+    found = Path(__file__).resolve().parent / "migrations"
+    if not (found / "env.py").is_file():
+        raise DatabaseError(
+            f"the migrations folder {found} is missing from this installation; "
+            "reinstall the package"
+        )
+    return found
 
 
 def _alembic_config(connection: Connection | None = None) -> Config:
