@@ -1,0 +1,44 @@
+"""The stop request: waits end when a stop is asked, from this thread or another."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from etl.stopping import StopRequest, StopRequested
+
+
+def test_a_wait_times_out_with_false_when_nobody_asks_to_stop() -> None:
+    stop = StopRequest()
+    assert asyncio.run(stop.wait(0.01)) is False
+
+
+def test_a_wait_ends_when_another_thread_asks_to_stop() -> None:
+    stop = StopRequest()
+
+    async def main() -> bool:
+        threading.Timer(0.05, stop.request, args=("signal", 15)).start()
+        return await stop.wait(None)
+
+    assert asyncio.run(main()) is True
+    assert stop.signum == 15
+
+
+def test_sleep_raises_stop_requested_with_the_reason() -> None:
+    stop = StopRequest()
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_soon(stop.request, "lease lost")
+        await stop.sleep(3600)
+
+    with pytest.raises(StopRequested, match="lease lost"):
+        asyncio.run(main())
+
+
+def test_the_first_request_wins_and_later_ones_report_false() -> None:
+    stop = StopRequest()
+    assert stop.request("SIGTERM", 15) is True
+    assert stop.request("lease lost") is False
+    assert (stop.reason, stop.signum) == ("SIGTERM", 15)
