@@ -9,14 +9,17 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
-
-from etl.models import UtcDateTime
+from sqlalchemy.dialects import mysql, postgresql
 
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+def UtcDateTime() -> sa.DateTime:  # noqa: N802 - reads like the model's type
+    """A UTC instant, as this revision made it: timestamptz, DATETIME(6) on MariaDB."""
+    return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def upgrade() -> None:
