@@ -13,6 +13,7 @@ import logging
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -837,3 +838,29 @@ def test_importing_etl_auth_does_not_import_msal() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_a_name_that_does_not_resolve_is_an_outage(
+    idp: FakeIdP, db_url: str, tmp_path: Path
+) -> None:
+    """DNS failure: exit 4 after the attempts, never "sign in again"."""
+    settings = secret_settings(
+        idp, tmp_path, db_url, authority_host="https://login.referrals-etl-test.invalid"
+    )
+    provider = MsalTokenProvider(settings, Retry(2, "idp", sleep=lambda _s: None))
+    with pytest.raises(IdentityProviderUnavailableError, match="could not be resolved"):
+        provider.get_token()
+
+
+def test_an_identity_provider_that_never_answers_is_an_outage(
+    idp: FakeIdP, db_url: str, tmp_path: Path
+) -> None:
+    """A listener that accepts and then says nothing: each attempt times out, then exit 4."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        settings = secret_settings(
+            idp, tmp_path, db_url, authority_host=f"https://127.0.0.1:{port}"
+        ).replace(api={"timeout_seconds": 0.2})
+        provider = MsalTokenProvider(settings, Retry(2, "idp", sleep=lambda _s: None))
+        with pytest.raises(IdentityProviderUnavailableError, match="timed out"):
+            provider.get_token()
