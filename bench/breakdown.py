@@ -180,7 +180,7 @@ _CATEGORIES = (
     ("h11/", "HTTP client (httpx)"),
     ("anyio/", "HTTP client (httpx)"),
     ("etl/client.py", "ReferralsClient"),
-    ("etl/auth.py", "ReferralsClient"),
+    ("etl/auth/", "ReferralsClient"),
     ("etl/ids.py", "ReferralsClient"),
     ("etl/flatten.py", "flatten"),
     ("sqlalchemy/", "database (SQLAlchemy + sqlite3)"),

@@ -439,7 +439,7 @@ def auth_group() -> None:
 @common_options
 def auth_login() -> None:
     """Sign in: device code (mode device_code), or redeem the refresh token (refresh_token)."""
-    from etl.msal_auth import login
+    from etl.auth.commands import login
 
     login(_state().settings(), click.echo)
 
@@ -448,7 +448,7 @@ def auth_login() -> None:
 @common_options
 def auth_status() -> None:
     """Who is signed in, until when, and where the cache is (never a token)."""
-    from etl.msal_auth import describe_status
+    from etl.auth.commands import describe_status
 
     click.echo(describe_status(_state().settings()))
 
@@ -457,7 +457,7 @@ def auth_status() -> None:
 @common_options
 def auth_logout() -> None:
     """Remove the signed-in account from the token cache."""
-    from etl.msal_auth import logout
+    from etl.auth.commands import logout
 
     click.echo(logout(_state().settings()))
 

@@ -6,6 +6,7 @@
     ├── ConfigError               2  usage or configuration error
     ├── AuthError                 3  token, consent or referrals role
     ├── ApiUnavailableError       4  the API could not be used at all
+    │   └── IdentityProviderUnavailableError  4  the identity provider could not be reached
     ├── DatabaseError             5  database unreachable or failing
     │   └── SchemaNotAtHeadError  5  migrations not applied: run `referrals-etl db upgrade`
     ├── LockHeldError            75  another run holds the lock
@@ -42,6 +43,11 @@ class ApiUnavailableError(EtlError):
     """The Referrals API could not be used at all (unreachable, or failing beyond retries)."""
 
     exit_code = 4
+
+
+class IdentityProviderUnavailableError(ApiUnavailableError):
+    """The identity provider could not be reached (DNS, timeout, 5xx) after retries: an outage,
+    not a rejection; a later run may succeed."""
 
 
 class DatabaseError(EtlError):

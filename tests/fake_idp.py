@@ -18,6 +18,10 @@ claims MSAL needs for the account; ``client_info`` is returned when asked for. A
 that are currently valid are kept in :attr:`FakeIdP.valid_access_tokens`: hand that very set to
 the sandbox (``sandbox.faults.accepted_tokens = idp.valid_access_tokens``) and the API accepts
 exactly what the identity provider issued. Every request is recorded in :attr:`FakeIdP.requests`.
+
+Outages: :meth:`FakeIdP.fail_next` makes the next requests answer a 5xx (with an HTML body, as a
+load balancer would), and :meth:`FakeIdP.go_down` closes the listening socket (connections are
+refused) until :meth:`FakeIdP.come_back` listens again on the same port.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -146,6 +151,7 @@ class FakeIdP:
         self.valid_access_tokens: set[str] = set()
         self.issued: list[str] = []  # every token value ever handed out (access, refresh, id)
         self.next_token_error: tuple[str, int] | None = None  # (error, AADSTS code), once
+        self._failing: list[int] = []  # statuses the next requests answer, one each
         self.certificate: x509.Certificate | None = None
         self._refresh: dict[str, _RefreshGrant] = {}
         self._used_refresh: dict[str, _RefreshGrant] = {}
@@ -157,19 +163,23 @@ class FakeIdP:
         self.ca_bundle = directory / "fake-idp-ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_bundle))
         server_cert = self.ca.issue_cert("127.0.0.1", "localhost")
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server_cert.configure_cert(context)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_cert.configure_cert(self._context)
+        self._server, self._thread = self._listen(0)
         self.port: int = self._server.server_address[1]
         self.authority_host = f"https://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
+
+    def _listen(self, port: int) -> tuple[ThreadingHTTPServer, threading.Thread]:
+        server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        server.daemon_threads = True
+        server.socket = self._context.wrap_socket(server.socket, server_side=True)
+        thread = threading.Thread(
+            target=server.serve_forever,
             kwargs={"poll_interval": 0.05},
-            name=f"fake-idp-{self.port}",
+            name=f"fake-idp-{server.server_address[1]}",
             daemon=True,
         )
+        return server, thread
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -182,6 +192,15 @@ class FakeIdP:
             self._server.shutdown()
             self._thread.join(5)
         self._server.server_close()
+
+    def go_down(self) -> None:
+        """Stop listening: connections to :attr:`authority_host` are refused."""
+        self.stop()
+
+    def come_back(self) -> None:
+        """Listen again on the same port (after :meth:`go_down`)."""
+        self._server, self._thread = self._listen(self.port)
+        self._thread.start()
 
     def __enter__(self) -> FakeIdP:
         return self.start()
@@ -222,6 +241,12 @@ class FakeIdP:
         path.write_bytes(cert.private_key_pem.bytes() + cert.cert_chain_pems[0].bytes())
         self.certificate = x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes())
         return path
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        """The next ``count`` requests (any endpoint) answer ``status``: a 5xx with a gateway's
+        HTML page, a 429 with ``temporarily_unavailable``."""
+        with self._lock:
+            self._failing.extend([status] * count)
 
     def decline_device_codes(self) -> None:
         with self._lock:
@@ -470,6 +495,10 @@ class FakeIdP:
         )
         with self._lock:
             self.requests.append(rec)
+            failing = self._failing.pop(0) if self._failing else None
+        if failing is not None:
+            rec.status = failing
+            return failing, {"error": "temporarily_unavailable"}  # the body of a 429
         parts = path.strip("/").split("/")
         try:
             if method == "GET" and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
@@ -496,9 +525,15 @@ def _handler_for(idp: FakeIdP) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length) if length else b""
             status, answer = idp._handle(method, self.path, body)
-            data = json.dumps(answer).encode("utf-8")
+            if status >= 500:  # an outage: a gateway's HTML page, not the IdP's JSON
+                phrase = HTTPStatus(status).phrase
+                data = f"<html><body><h1>{status} {phrase}</h1></body></html>".encode()
+                content_type = "text/html"
+            else:
+                data = json.dumps(answer).encode("utf-8")
+                content_type = "application/json; charset=utf-8"
             self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Cache-Control", "no-store")
             self.end_headers()

@@ -13,25 +13,34 @@ import logging
 import re
 import shutil
 import signal
+import socket
 import stat
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
+import trustme
 from fake_idp import DEVICE_GRANT, FakeIdP
 from sqlalchemy.engine import Engine
 
 from etl import cli, db
 from etl.auth import build_auth
+from etl.auth.commands import describe_status, login, logout
+from etl.auth.provider import MsalTokenProvider
+from etl.auth.retry import Retry
 from etl.config import Secret, Settings
-from etl.errors import AuthError, ConfigError
+from etl.errors import AuthError, ConfigError, IdentityProviderUnavailableError
 from etl.ids import TrackedId
-from etl.msal_auth import describe_status, login, logout, msal_provider
 from etl.sandbox import Sandbox, ServerThread
+from etl.scheduler import run_schedule
+from etl.stopping import StopRequest, StopRequested
 from etl.sync import RunOptions, SyncReport, run_backfill
 
 BASE_URL = "http://sandbox.local/v1.0"
@@ -251,7 +260,7 @@ def test_two_processes_sharing_the_cache_redeem_the_refresh_token_once(
     """Two runs (e.g. shards) start from an empty shared cache: the second one must pick up
     what the first wrote instead of redeeming the (now spent) configured refresh token."""
     settings = secret_settings(idp, tmp_path, db_url)
-    first, second = msal_provider(settings), msal_provider(settings)
+    first, second = MsalTokenProvider(settings), MsalTokenProvider(settings)
     token = first.get_token()
     assert second.get_token().value == token.value
     assert len(idp.token_requests()) == 1
@@ -575,18 +584,26 @@ def test_cli_identity_provider_errors_in_one_line(
     assert "Trace ID" not in line and "{" not in line
 
 
-def test_cli_unknown_tenant_and_unreachable_idp(run_cli: Cli) -> None:
+def test_cli_unknown_tenant_exits_3(run_cli: Cli) -> None:
     run_cli.monkeypatch.setenv("REFERRALS_ETL_AUTH_TENANT_ID", "nobody.onmicrosoft.com")
     code, _out, err = run_cli.backfill()
     assert code == 3
     line = one_error_line(err)
-    assert "AADSTS90002" in line and "tenant nobody.onmicrosoft.com was not found" in line
+    assert "AADSTS90002" in line
+    assert "tenant nobody.onmicrosoft.com was not found" in line
 
-    run_cli.monkeypatch.delenv("REFERRALS_ETL_AUTH_TENANT_ID")
-    run_cli.monkeypatch.setenv("REFERRALS_ETL_AUTH_AUTHORITY_HOST", "https://127.0.0.1:9")
+
+def test_cli_untrusted_identity_provider_certificate_exits_3_without_retrying(
+    run_cli: Cli, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A certificate that auth.ca_bundle does not trust is a set-up problem, not an outage."""
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    run_cli.monkeypatch.setenv("REFERRALS_ETL_AUTH_CA_BUNDLE", str(other_ca))
     code, _out, err = run_cli.backfill()
     assert code == 3
-    assert "could not reach the identity provider https://127.0.0.1:9" in one_error_line(err)
+    assert "could not verify the certificate of the identity provider" in one_error_line(err)
+    assert not [r for r in caplog.records if "retrying in" in r.getMessage()]
 
 
 def test_no_token_or_secret_in_logs_output_or_database(
@@ -639,3 +656,211 @@ def test_no_token_or_secret_in_logs_output_or_database(
     for where, text in (("logs", logged), ("output", "\n".join(outputs)), ("database", dumped)):
         leaked = [s[:8] + "..." for s in secrets if s in text]
         assert not leaked, f"{len(leaked)} secret value(s) found in the {where}"
+
+
+# -- identity provider outages: exit 4, retried; rejections stay exit 3 ---------------------------
+
+
+def test_cli_identity_provider_down_exits_4_after_retries(run_cli: Cli) -> None:
+    """Connections refused on every attempt: exit 4, one line naming the attempts (not 'sign in')."""
+    run_cli.idp.go_down()
+    code, _out, err = run_cli.backfill()
+    assert code == 4
+    line = one_error_line(err)
+    assert "the identity provider could not be reached" in line
+    assert "retried 1 time " in line  # api.max_attempts = 2 in the test config
+    assert "sign in" not in line
+
+
+def test_cli_identity_provider_5xx_exits_4_after_as_many_attempts_as_the_api(
+    run_cli: Cli,
+) -> None:
+    """503 on every request: each attempt reaches the identity provider, then exit 4."""
+    run_cli.idp.fail_next(1000, status=503)
+    code, _out, err = run_cli.backfill()
+    assert code == 4
+    assert "the identity provider could not be reached" in one_error_line(err)
+    assert [r.status for r in run_cli.idp.requests] == [503, 503]
+
+
+@pytest.mark.parametrize("status", [502, 429])
+def test_cli_identity_provider_failing_once_is_ridden_out(run_cli: Cli, status: int) -> None:
+    """One 502 or 429 (at discovery), then a healthy identity provider: exit 0."""
+    run_cli.idp.fail_next(1, status=status)
+    code, out, err = run_cli.backfill()
+    assert code == 0, err
+    assert "20 ids: 20 created" in out
+    assert run_cli.idp.requests[0].status == status
+    assert len(run_cli.idp.token_requests("refresh_token")) == 1
+
+
+def test_cli_login_during_an_outage_exits_4_and_keeps_the_cache(run_cli: Cli) -> None:
+    """`auth login` while the identity provider is down: exit 4, the old cache untouched."""
+    code, _out, err = run_cli("auth", "login")
+    assert code == 0, err
+    before = run_cli.cache.read_bytes()
+    run_cli.idp.go_down()
+    code, _out, err = run_cli("auth", "login")
+    assert code == 4
+    assert "the identity provider could not be reached" in one_error_line(err)
+    assert run_cli.cache.read_bytes() == before
+
+
+def test_schedule_keeps_going_after_an_identity_provider_outage(
+    idp: FakeIdP, sandbox: Sandbox, engine: Engine, db_url: str, tmp_path: Path
+) -> None:
+    """A run that cannot reach the identity provider fails (exit 4); the next one succeeds."""
+    settings = secret_settings(idp, tmp_path, db_url).replace(
+        api={"max_attempts": 2},
+        sync={"discover": True},
+        schedule={"interval": 0.2},
+    )
+    idp.go_down()
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        outcome["code"] = run_schedule(
+            settings, transport=httpx.ASGITransport(app=sandbox.app), stop_event=stop
+        )
+
+    thread = threading.Thread(target=target, name="schedule-under-test", daemon=True)
+    thread.start()
+    try:
+        wait_for("a run failed by the outage", lambda: bool(finished_runs(engine, "failed")))
+        idp.come_back()
+        wait_for("a run after the outage", lambda: bool(finished_runs(engine, "succeeded")))
+        assert thread.is_alive(), "the scheduler stopped after an identity provider outage"
+    finally:
+        stop.set()
+        thread.join(30)
+    assert outcome == {"code": 0}
+    [failed, *_] = finished_runs(engine, "failed")
+    assert "the identity provider could not be reached" in failed["message"]
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``predicate`` (a deadline, not a duration under test)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def finished_runs(engine: Engine, status: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT status, message FROM sync_runs WHERE finished_at IS NOT NULL")
+        ).mappings()
+        return [dict(r) for r in rows if r["status"] == status]
+
+
+def test_an_outage_is_retried_after_the_backoff_pauses(
+    idp: FakeIdP, db_url: str, tmp_path: Path
+) -> None:
+    """Two 503s, each reaching the identity provider: the third attempt gets a token."""
+    pauses: list[float] = []
+    retry = Retry(3, idp.authority_host, sleep=pauses.append, pause=lambda n: float(n))
+    provider = MsalTokenProvider(secret_settings(idp, tmp_path, db_url), retry)
+    idp.fail_next(2, status=503)
+    assert provider.get_token().value in idp.valid_access_tokens
+    assert pauses == [1.0, 2.0]
+    assert [r.status for r in idp.requests] == [503, 503, 200, 200]  # discovery x3, token
+
+
+def test_refresh_during_an_outage_is_retried_then_served(
+    idp: FakeIdP, db_url: str, tmp_path: Path
+) -> None:
+    """The token expires mid-run and the token endpoint answers 500 once: one retry, new token."""
+    pauses: list[float] = []
+    retry = Retry(3, idp.authority_host, sleep=pauses.append, pause=lambda n: 0.5)
+    provider = MsalTokenProvider(secret_settings(idp, tmp_path, db_url), retry)
+    first = provider.get_token()
+    idp.fail_next(1, status=500)
+    second = provider.get_token(force_refresh=True)
+    assert second.value != first.value
+    assert second.value in idp.valid_access_tokens
+    assert pauses == [0.5]
+    assert [r.status for r in idp.token_requests()] == [200, 500, 200]
+
+
+def test_an_outage_that_outlasts_the_attempts_is_exit_4_and_never_a_rejection(
+    idp: FakeIdP, db_url: str, tmp_path: Path
+) -> None:
+    retry = Retry(4, idp.authority_host, sleep=lambda _s: None)
+    provider = MsalTokenProvider(secret_settings(idp, tmp_path, db_url), retry)
+    idp.fail_next(1000, status=504)
+    with pytest.raises(IdentityProviderUnavailableError, match=r"retried 3 times") as caught:
+        provider.get_token()
+    assert caught.value.exit_code == 4
+    assert not isinstance(caught.value, AuthError)
+    assert len(idp.requests) == 4
+
+
+def test_a_stop_request_ends_the_wait_between_attempts(
+    idp: FakeIdP, db_url: str, tmp_path: Path
+) -> None:
+    """SIGTERM during an outage: no further attempt, the wait ends at once."""
+    stop = StopRequest()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        stop.request("SIGTERM")
+
+    retry = Retry(5, idp.authority_host, stop=stop, sleep=sleep, pause=lambda n: 30.0)
+    provider = MsalTokenProvider(secret_settings(idp, tmp_path, db_url), retry)
+    idp.fail_next(1000, status=503)
+    with pytest.raises(StopRequested):
+        provider.get_token()
+    assert len(idp.requests) == 1
+    assert slept == [0.1]  # one slice of the 30 s pause, then the stop was seen
+
+
+def test_a_rejection_is_not_retried(idp: FakeIdP, db_url: str, tmp_path: Path) -> None:
+    """invalid_grant (AADSTS70008) is exit 3 after one token request."""
+    retry = Retry(5, idp.authority_host, sleep=lambda _s: None)
+    provider = MsalTokenProvider(secret_settings(idp, tmp_path, db_url), retry)
+    idp.next_token_error = ("invalid_grant", 70008)
+    with pytest.raises(AuthError, match="AADSTS70008"):
+        provider.get_token()
+    assert len(idp.token_requests()) == 1
+
+
+def test_importing_etl_auth_does_not_import_msal() -> None:
+    """`referrals-etl --help` stays fast: only building an MSAL provider imports MSAL."""
+    code = (
+        "import sys, etl.auth, etl.auth.build, etl.auth.retry; "
+        "print(sorted(m for m in ('msal', 'requests', 'cryptography') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_name_that_does_not_resolve_is_an_outage(
+    idp: FakeIdP, db_url: str, tmp_path: Path
+) -> None:
+    """DNS failure: exit 4 after the attempts, never "sign in again"."""
+    settings = secret_settings(
+        idp, tmp_path, db_url, authority_host="https://login.referrals-etl-test.invalid"
+    )
+    provider = MsalTokenProvider(settings, Retry(2, "idp", sleep=lambda _s: None))
+    with pytest.raises(IdentityProviderUnavailableError, match="could not be resolved"):
+        provider.get_token()
+
+
+def test_an_identity_provider_that_never_answers_is_an_outage(
+    idp: FakeIdP, db_url: str, tmp_path: Path
+) -> None:
+    """A listener that accepts and then says nothing: each attempt times out, then exit 4."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        settings = secret_settings(
+            idp, tmp_path, db_url, authority_host=f"https://127.0.0.1:{port}"
+        ).replace(api={"timeout_seconds": 0.2})
+        provider = MsalTokenProvider(settings, Retry(2, "idp", sleep=lambda _s: None))
+        with pytest.raises(IdentityProviderUnavailableError, match="timed out"):
+            provider.get_token()

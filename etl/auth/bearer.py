@@ -1,8 +1,7 @@
-"""Bearer tokens for the Referrals API, as an ``httpx.Auth``.
+"""``BearerAuth``: the ``httpx.Auth`` that puts a provider's tokens on API requests.
 
-A :class:`TokenProvider` hands out access tokens; :class:`BearerAuth` puts them on requests,
-caches them until shortly before they expire, and on a 401 forces one refresh and retries the
-request once. A second 401 (or a refresh that fails) is an :class:`AuthError` (exit 3).
+It caches a token until shortly before it expires, and on a 401 forces one refresh and retries
+the request once. A second 401 (or a refresh that fails) is an :class:`AuthError` (exit 3).
 """
 
 from __future__ import annotations
@@ -11,45 +10,13 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncGenerator, Generator
-from dataclasses import dataclass
-from typing import Protocol
 
 import httpx
 
-from etl.config import Settings
-from etl.errors import AuthError, ConfigError
+from etl.auth.tokens import Token, TokenProvider
+from etl.errors import AuthError
 
 _EARLY = 120.0  # renew a token this many seconds before it expires
-
-
-@dataclass(frozen=True)
-class Token:
-    value: str
-    expires_at: float  # time.time() seconds
-
-    def __repr__(self) -> str:
-        return f"Token(expires_at={self.expires_at:.0f})"
-
-
-class TokenProvider(Protocol):
-    def get_token(self, force_refresh: bool = False) -> Token:
-        """A valid access token; ``force_refresh`` skips any cached access token."""
-        ...
-
-
-class StaticTokenProvider:
-    """Mode ``access_token``: a bearer token obtained elsewhere; it cannot be refreshed."""
-
-    def __init__(self, token: str) -> None:
-        self._token = Token(token, float("inf"))
-
-    def get_token(self, force_refresh: bool = False) -> Token:
-        if force_refresh:
-            raise AuthError(
-                "the API rejected the access token (401) and mode access_token cannot refresh "
-                "it: set a fresh REFERRALS_ETL_AUTH_ACCESS_TOKEN, or use auth.mode refresh_token"
-            )
-        return self._token
 
 
 class BearerAuth(httpx.Auth):
@@ -107,18 +74,3 @@ _REJECTED = (
     "the API rejected a freshly refreshed token (401 twice): check that the app registration "
     "has the Partner Center API permission with admin consent, and auth.scope"
 )
-
-
-def build_auth(settings: Settings) -> BearerAuth:
-    """The ``httpx.Auth`` for the configured ``auth.mode``."""
-    auth = settings.auth
-    if auth.mode == "access_token":
-        if auth.access_token is None:
-            raise ConfigError(
-                "auth.mode is access_token but no token is set: set "
-                "REFERRALS_ETL_AUTH_ACCESS_TOKEN (or auth.access_token_file)"
-            )
-        return BearerAuth(StaticTokenProvider(auth.access_token.reveal()))
-    from etl.msal_auth import msal_provider
-
-    return BearerAuth(msal_provider(settings))
