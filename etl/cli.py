@@ -22,7 +22,7 @@ from etl import db
 from etl.config import Settings, load_settings, redact_url
 from etl.errors import EtlError
 from etl.ids import BadLine, TrackedId, in_shard, parse_shard, read_ids
-from etl.logs import setup_logging
+from etl.logs import json_line, setup_logging
 from etl.sync import RunOptions, SyncReport, run_backfill, run_sync
 
 log = logging.getLogger("etl.cli")
@@ -153,7 +153,12 @@ def db_upgrade(revision: str) -> None:
     before = db.current_revision(engine)
     db.upgrade(engine, revision)
     after = db.current_revision(engine)
-    click.echo(f"database {db.describe(engine)}: {before or 'empty'} -> {after}")
+    _say(
+        f"database {db.describe(engine)}: {before or 'empty'} -> {after}",
+        event="db_upgrade",
+        revision_before=before or "empty",
+        revision=after,
+    )
 
 
 @db_group.command("current")
@@ -163,7 +168,12 @@ def db_current() -> None:
     engine = db.create_engine_for(_state().settings().database.url)
     current, head = db.current_revision(engine), db.head_revision()
     state = "at head" if current == head else f"NOT at head {head}: run `referrals-etl db upgrade`"
-    click.echo(f"{current or 'empty (no revision)'} ({state})")
+    _say(
+        f"{current or 'empty (no revision)'} ({state})",
+        event="db_current",
+        revision=current or "empty",
+        head=head,
+    )
     if current != head:
         sys.exit(5)
 
@@ -186,7 +196,7 @@ def db_docs(output: str) -> None:
         return
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(text, encoding="utf-8")
-    click.echo(f"wrote {output}")
+    _say(f"wrote {output}", event="db_docs")
 
 
 # sync and backfill -----------------------------------------------------------------------
@@ -283,7 +293,17 @@ def _execute(
         if options.report is not None:  # also when the run raised: alerts need failed runs
             _emit_metrics(options.report, metrics_file, pushgateway)
         if report is not None:
-            click.echo(("dry run: " if options.dry_run else "") + report.summary())
+            counts: dict[str, Any] = report.totals()
+            _say(
+                ("dry run: " if options.dry_run else "") + report.summary(),
+                event="summary",
+                run_id=report.run_id,
+                outcome=report.status,
+                trigger=report.trigger,
+                dry_run=options.dry_run,
+                duration=round(report.seconds, 3),
+                **counts,
+            )
     return report
 
 
@@ -348,7 +368,7 @@ def status(runs: int) -> None:
     settings = _state().settings()
     engine = db.create_engine_for(settings.database.url)
     db.require_head(engine)
-    click.echo(render_status(engine, runs))
+    _say(render_status(engine, runs), event="status")
 
 
 # sandbox and demo ------------------------------------------------------------------------
@@ -379,18 +399,37 @@ def sandbox(
     tokens: tuple[str, ...],
 ) -> None:
     """Serve a simulated Referrals API (for trying the tool and for tests)."""
+    from etl.errors import ConfigError
     from etl.sandbox import Sandbox, serve
+    from etl.sandbox.server import listen_socket
 
+    try:
+        sock = listen_socket(host, port)  # before saying anything: a busy port is one line
+    except OSError as exc:
+        raise ConfigError(
+            f"the sandbox cannot listen on {host}:{port} ({exc.strerror or exc}); is another "
+            "server using that port? pick another with --port"
+        ) from None
     box = Sandbox(count=count, seed=seed)
     box.faults.latency_seconds = latency
     box.faults.throttle_rps = throttle
     box.faults.send_304 = not no_304
     box.faults.accepted_tokens = set(tokens) or None
-    click.echo(
-        f"sandbox: {count} referrals at http://{host}:{port}/v1.0 "
-        f"(control: http://{host}:{port}/_sandbox/...); Ctrl-C stops it"
+    url = f"http://{host}:{sock.getsockname()[1]}"
+    exports = [
+        f"export REFERRALS_ETL_API_BASE_URL={url}/v1.0",
+        "export REFERRALS_ETL_AUTH_MODE=access_token "
+        f"REFERRALS_ETL_AUTH_ACCESS_TOKEN={tokens[0] if tokens else 'sandbox-token'}",
+    ]
+    _say(
+        f"sandbox: {count} referrals at {url}/v1.0; its ids: curl {url}/_sandbox/ids; "
+        f"control endpoints: {url}/_sandbox/; Ctrl-C stops it. Point the job at it with:",
+        event="sandbox_listening",
+        base_url=f"{url}/v1.0",
     )
-    serve(box, host=host, port=port)
+    for line in exports:
+        _say(line, event="sandbox_export")
+    serve(box, sock=sock)
 
 
 @cli.command()
@@ -406,7 +445,7 @@ def demo(database: str, count: int) -> None:
     """The whole job on embedded defaults: sandbox, SQLite, migrate, backfill, change, sync."""
     from etl.demo import run_demo
 
-    run_demo(database, count, click.echo)
+    run_demo(database, count, lambda line: _say(line, event="demo"))
 
 
 @cli.command()
@@ -441,7 +480,7 @@ def auth_login() -> None:
     """Sign in: device code (mode device_code), or redeem the refresh token (refresh_token)."""
     from etl.msal_auth import login
 
-    login(_state().settings(), click.echo)
+    login(_state().settings(), lambda line: _say(line, event="auth_login"))
 
 
 @auth_group.command("status")
@@ -450,7 +489,7 @@ def auth_status() -> None:
     """Who is signed in, until when, and where the cache is (never a token)."""
     from etl.msal_auth import describe_status
 
-    click.echo(describe_status(_state().settings()))
+    _say(describe_status(_state().settings()), event="auth_status")
 
 
 @auth_group.command("logout")
@@ -459,7 +498,7 @@ def auth_logout() -> None:
     """Remove the signed-in account from the token cache."""
     from etl.msal_auth import logout
 
-    click.echo(logout(_state().settings()))
+    _say(logout(_state().settings()), event="auth_logout")
 
 
 # entry point -----------------------------------------------------------------------------
@@ -473,10 +512,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        if _JSON_LOGS[0]:
+            _say(
+                exc.format_message(), event="usage_error", level="error", outcome="exit 2", err=True
+            )
+        else:
+            exc.show()
         sys.exit(2)
     except click.Abort:
-        click.echo("aborted", err=True)
+        _say("aborted", event="interrupted", level="error", err=True)
         sys.exit(130)
     except EtlError as exc:
         _fail(str(exc), exc.exit_code, exc)
@@ -484,7 +528,7 @@ def main(argv: list[str] | None = None) -> None:
         reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0][:300]
         _fail(f"database error: {reason}; check database.url and the server", 5, exc)
     except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
+        _say("error: interrupted", event="interrupted", level="error", err=True)
         sys.exit(130)
     sys.exit(0)
 
@@ -497,6 +541,18 @@ def _fail(message: str, code: int, exc: BaseException) -> None:
     else:
         click.echo(f"error: {redact_url(message)}", err=True)
     sys.exit(code)
+
+
+def _say(text: str, *, event: str, level: str = "info", err: bool = False, **fields: Any) -> None:
+    """Print a result line: as is, or with --log-format json one JSON object per line.
+
+    In JSON mode ``fields`` become the record's fields (e.g. the ``summary`` record's counts);
+    a text of several lines (status, the demo's table) is one record with a multi-line message.
+    """
+    if _JSON_LOGS[0]:
+        click.echo(json_line(text, level=level, event=event, **fields), err=err)
+    else:
+        click.echo(text, err=err)
 
 
 def _verbosity() -> int:
