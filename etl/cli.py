@@ -227,6 +227,8 @@ def sync(
         lambda engine, o: run_sync(settings, engine, o, shard=shard_spec),
         metrics_file,
         pushgateway,
+        "sync",
+        shard_spec,
     )
     sys.exit(report.exit_code)
 
@@ -263,6 +265,8 @@ def backfill(
         lambda engine, o: run_backfill(settings, engine, ids, o),
         metrics_file,
         pushgateway,
+        "backfill",
+        shard_spec,
     )
     report.bad_lines = len(bad)
     if bad:
@@ -276,6 +280,8 @@ def _execute(
     run: Callable[[sa.Engine, RunOptions], SyncReport],
     metrics_file: str | None,
     pushgateway: str | None,
+    command: str,
+    shard: tuple[int, int] | None,
 ) -> SyncReport:
     from etl.auth import build_auth
 
@@ -291,7 +297,7 @@ def _execute(
         if progress is not None:
             progress.close()
         if options.report is not None:  # also when the run raised: alerts need failed runs
-            _emit_metrics(options.report, metrics_file, pushgateway)
+            _emit_metrics(options.report, metrics_file, pushgateway, command, shard)
         if report is not None:
             counts: dict[str, Any] = report.totals()
             _say(
@@ -344,15 +350,21 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _emit_metrics(report: SyncReport, metrics_file: str | None, pushgateway: str | None) -> None:
+def _emit_metrics(
+    report: SyncReport,
+    metrics_file: str | None,
+    pushgateway: str | None,
+    command: str,
+    shard: tuple[int, int] | None,
+) -> None:
     if not metrics_file and not pushgateway:
         return
-    from etl.metrics import push_metrics, write_metrics
+    from etl.metrics import grouping_key, push_metrics, write_metrics
 
     if metrics_file:
         write_metrics(report, metrics_file)
-    if pushgateway:
-        push_metrics(report, pushgateway)
+    if pushgateway:  # one Pushgateway group per command and shard: no run hides another
+        push_metrics(report, pushgateway, grouping_key(command, shard))
 
 
 # status ----------------------------------------------------------------------------------
@@ -458,12 +470,31 @@ def demo(database: str, count: int) -> None:
 @click.option("--pushgateway", help="Push metrics to this Pushgateway URL after each run.")
 def schedule(metrics_file: str | None, pushgateway: str | None) -> None:
     """Run `sync` on schedule.cron (or schedule.interval) until SIGTERM/SIGINT."""
+    from etl.errors import ConfigError
+    from etl.metrics import LastRunMetrics, serve_metrics
     from etl.scheduler import run_schedule
 
-    def on_report(report: SyncReport) -> None:
-        _emit_metrics(report, metrics_file, pushgateway)
+    settings = _state().settings()
+    served, server = LastRunMetrics(), None
+    if settings.schedule.metrics_port:
+        try:
+            server = serve_metrics(served, settings.schedule.metrics_port)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on port {settings.schedule.metrics_port} "
+                f"({exc.strerror or exc}); change schedule.metrics_port (0 = off)"
+            ) from None
 
-    sys.exit(run_schedule(_state().settings(), on_report=on_report))
+    def on_report(report: SyncReport) -> None:
+        served.update(report)
+        _emit_metrics(report, metrics_file, pushgateway, "schedule", None)
+
+    try:
+        code = run_schedule(settings, on_report=on_report)
+    finally:
+        if server is not None:
+            server.close()
+    sys.exit(code)
 
 
 # auth ------------------------------------------------------------------------------------
