@@ -1,6 +1,6 @@
 """The `referrals-etl` commands: the only module that prints, draws progress or exits.
 
-Every failure becomes one line a person can act on and the exit code of design/interface.md;
+Every failure becomes one line a person can act on and the exit code listed in the README;
 ``-v`` adds details, ``-vv`` a traceback.
 """
 

@@ -6,7 +6,7 @@ ON`` from the descriptions where the database has view comments: PostgreSQL), an
 ``etl.dictionary`` documents :data:`VIEWS` from the same objects. The tests check that each view's
 columns are exactly the described ones, in order, and that the answers agree on all databases.
 
-Views are part of the contract with analysts (design/schema.md). A definition here is what a
+Views are part of the contract with analysts (docs/data-dictionary.md). A definition here is what a
 migration created, so never change one (or the helpers it calls) in place: to change a view, add
 a new :class:`View` (e.g. ``REFERRAL_OVERVIEW_V2``) and a migration that drops the old view and
 creates the new one, keep the old object for the old migration, and point :data:`VIEWS` at the new
