@@ -469,7 +469,10 @@ def demo(database: str, count: int) -> None:
 )
 @click.option("--pushgateway", help="Push metrics to this Pushgateway URL after each run.")
 def schedule(metrics_file: str | None, pushgateway: str | None) -> None:
-    """Run `sync` on schedule.cron (or schedule.interval) until SIGTERM/SIGINT."""
+    """Run `sync` at start, then on schedule.cron (or schedule.interval), until SIGTERM/SIGINT.
+
+    schedule.run_at_start = false waits for the first fire time; schedule.metrics_port serves
+    the last run's metrics at /metrics."""
     from etl.errors import ConfigError
     from etl.metrics import LastRunMetrics, serve_metrics
     from etl.scheduler import run_schedule

@@ -65,16 +65,22 @@ def installed(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> tuple[Pa
     made = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=base)
     assert made.returncode == 0, made.stderr
     python = venv / "bin" / "python"
-    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q"]
-    put = _run([*pip, str(wheel)], cwd=base)
-    assert put.returncode == 0, put.stderr
-
     site = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], base)
     deps = sysconfig.get_path("purelib")  # the test environment's third-party packages
     Path(site.stdout.strip(), "_test_dependencies.pth").write_text(deps + "\n", encoding="utf-8")
-
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REFERRALS_ETL_", "PYTHON"))}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+
+    # Honest: before the wheel is installed, the new environment cannot import the project
+    # (the dependencies' directory holds only the test environment's inert editable hook).
+    before = _run([str(python), "-c", "import etl"], base, env)
+    assert before.returncode != 0 and "No module named 'etl'" in before.stderr, before
+    deps_ok = _run([str(python), "-c", "import sqlalchemy, alembic, httpx, click"], base, env)
+    assert deps_ok.returncode == 0, deps_ok.stderr
+
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q"]
+    put = _run([*pip, str(wheel)], cwd=base)
+    assert put.returncode == 0, put.stderr
     return venv, env
 
 
