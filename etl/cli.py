@@ -86,7 +86,7 @@ def common_options(func: F) -> F:
             expose_value=False,
             callback=_set_format,
             is_eager=True,
-            help="Log lines as text or JSON.",
+            help="Text, or JSON: one JSON object per line on stdout and stderr.",
         ),
         click.option(
             "-v",
