@@ -128,3 +128,16 @@ def test_the_control_listing_names_every_control_route() -> None:
     import asyncio
 
     asyncio.run(go())
+
+
+def test_every_control_route_the_app_answers_is_listed() -> None:
+    """A control route added to the app without a line in CONTROL_ENDPOINTS fails here."""
+    import inspect
+    import re
+
+    from etl.sandbox import app
+
+    source = inspect.getsource(app.SandboxApp._control) + inspect.getsource(app.SandboxApp._mutate)
+    routed = set(re.findall(r'"(/_sandbox/[a-z_/]+)"', source))
+    listed = {path.split("?")[0] for _, path, _ in CONTROL_ENDPOINTS}
+    assert routed and routed == listed
