@@ -283,9 +283,13 @@ def _self_times(frame: Any, stack: list[Frame] | None = None) -> Any:
             yield from _self_times(child, stack)
 
 
+# Paths inside this checkout are shown relative to it.
+_REPOSITORY = Path(__file__).resolve().parent.parent.as_posix() + "/"
+
+
 def _short(path: str) -> str:
     path = path.replace(os.sep, "/")
-    for marker in ("site-packages/", "lib/python3.11/", "lib/python3.12/", "/work/main/"):
+    for marker in ("site-packages/", "lib/python3.11/", "lib/python3.12/", _REPOSITORY):
         if marker in path:
             return path.split(marker, 1)[1]
     return path

@@ -1,6 +1,6 @@
 """The `referrals-etl` commands: the only module that prints, draws progress or exits.
 
-Every failure becomes one line a person can act on and the exit code of design/interface.md;
+Every failure becomes one line a person can act on and the exit code listed in the README;
 ``-v`` adds details, ``-vv`` a traceback.
 """
 
@@ -22,7 +22,7 @@ from etl import db
 from etl.config import Settings, load_settings, redact_url
 from etl.errors import EtlError
 from etl.ids import BadLine, TrackedId, in_shard, parse_shard, read_ids
-from etl.logs import setup_logging
+from etl.logs import json_line, setup_logging
 from etl.sync import RunOptions, SyncReport, run_backfill, run_sync
 
 log = logging.getLogger("etl.cli")
@@ -86,7 +86,7 @@ def common_options(func: F) -> F:
             expose_value=False,
             callback=_set_format,
             is_eager=True,
-            help="Log lines as text or JSON.",
+            help="Text, or JSON: one JSON object per line on stdout and stderr.",
         ),
         click.option(
             "-v",
@@ -153,7 +153,12 @@ def db_upgrade(revision: str) -> None:
     before = db.current_revision(engine)
     db.upgrade(engine, revision)
     after = db.current_revision(engine)
-    click.echo(f"database {db.describe(engine)}: {before or 'empty'} -> {after}")
+    _say(
+        f"database {db.describe(engine)}: {before or 'empty'} -> {after}",
+        event="db_upgrade",
+        revision_before=before or "empty",
+        revision=after,
+    )
 
 
 @db_group.command("current")
@@ -163,7 +168,12 @@ def db_current() -> None:
     engine = db.create_engine_for(_state().settings().database.url)
     current, head = db.current_revision(engine), db.head_revision()
     state = "at head" if current == head else f"NOT at head {head}: run `referrals-etl db upgrade`"
-    click.echo(f"{current or 'empty (no revision)'} ({state})")
+    _say(
+        f"{current or 'empty (no revision)'} ({state})",
+        event="db_current",
+        revision=current or "empty",
+        head=head,
+    )
     if current != head:
         sys.exit(5)
 
@@ -186,7 +196,7 @@ def db_docs(output: str) -> None:
         return
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(text, encoding="utf-8")
-    click.echo(f"wrote {output}")
+    _say(f"wrote {output}", event="db_docs")
 
 
 # sync and backfill -----------------------------------------------------------------------
@@ -217,6 +227,8 @@ def sync(
         lambda engine, o: run_sync(settings, engine, o, shard=shard_spec),
         metrics_file,
         pushgateway,
+        "sync",
+        shard_spec,
     )
     sys.exit(report.exit_code)
 
@@ -253,6 +265,8 @@ def backfill(
         lambda engine, o: run_backfill(settings, engine, ids, o),
         metrics_file,
         pushgateway,
+        "backfill",
+        shard_spec,
     )
     report.bad_lines = len(bad)
     if bad:
@@ -266,6 +280,8 @@ def _execute(
     run: Callable[[sa.Engine, RunOptions], SyncReport],
     metrics_file: str | None,
     pushgateway: str | None,
+    command: str,
+    shard: tuple[int, int] | None,
 ) -> SyncReport:
     from etl.auth import build_auth
 
@@ -281,9 +297,19 @@ def _execute(
         if progress is not None:
             progress.close()
         if options.report is not None:  # also when the run raised: alerts need failed runs
-            _emit_metrics(options.report, metrics_file, pushgateway)
+            _emit_metrics(options.report, metrics_file, pushgateway, command, shard)
         if report is not None:
-            click.echo(("dry run: " if options.dry_run else "") + report.summary())
+            counts: dict[str, Any] = report.totals()
+            _say(
+                ("dry run: " if options.dry_run else "") + report.summary(),
+                event="summary",
+                run_id=report.run_id,
+                outcome=report.status,
+                trigger=report.trigger,
+                dry_run=options.dry_run,
+                duration=round(report.seconds, 3),
+                **counts,
+            )
     return report
 
 
@@ -324,15 +350,21 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _emit_metrics(report: SyncReport, metrics_file: str | None, pushgateway: str | None) -> None:
+def _emit_metrics(
+    report: SyncReport,
+    metrics_file: str | None,
+    pushgateway: str | None,
+    command: str,
+    shard: tuple[int, int] | None,
+) -> None:
     if not metrics_file and not pushgateway:
         return
-    from etl.metrics import push_metrics, write_metrics
+    from etl.metrics import grouping_key, push_metrics, write_metrics
 
     if metrics_file:
         write_metrics(report, metrics_file)
-    if pushgateway:
-        push_metrics(report, pushgateway)
+    if pushgateway:  # one Pushgateway group per command and shard: no run hides another
+        push_metrics(report, pushgateway, grouping_key(command, shard))
 
 
 # status ----------------------------------------------------------------------------------
@@ -348,7 +380,7 @@ def status(runs: int) -> None:
     settings = _state().settings()
     engine = db.create_engine_for(settings.database.url)
     db.require_head(engine)
-    click.echo(render_status(engine, runs))
+    _say(render_status(engine, runs), event="status")
 
 
 # sandbox and demo ------------------------------------------------------------------------
@@ -379,18 +411,37 @@ def sandbox(
     tokens: tuple[str, ...],
 ) -> None:
     """Serve a simulated Referrals API (for trying the tool and for tests)."""
+    from etl.errors import ConfigError
     from etl.sandbox import Sandbox, serve
+    from etl.sandbox.server import listen_socket
 
+    try:
+        sock = listen_socket(host, port)  # before saying anything: a busy port is one line
+    except OSError as exc:
+        raise ConfigError(
+            f"the sandbox cannot listen on {host}:{port} ({exc.strerror or exc}); is another "
+            "server using that port? pick another with --port"
+        ) from None
     box = Sandbox(count=count, seed=seed)
     box.faults.latency_seconds = latency
     box.faults.throttle_rps = throttle
     box.faults.send_304 = not no_304
     box.faults.accepted_tokens = set(tokens) or None
-    click.echo(
-        f"sandbox: {count} referrals at http://{host}:{port}/v1.0 "
-        f"(control: http://{host}:{port}/_sandbox/...); Ctrl-C stops it"
+    url = f"http://{host}:{sock.getsockname()[1]}"
+    exports = [
+        f"export REFERRALS_ETL_API_BASE_URL={url}/v1.0",
+        "export REFERRALS_ETL_AUTH_MODE=access_token "
+        f"REFERRALS_ETL_AUTH_ACCESS_TOKEN={tokens[0] if tokens else 'sandbox-token'}",
+    ]
+    _say(
+        f"sandbox: {count} referrals at {url}/v1.0; its ids: curl {url}/_sandbox/ids; "
+        f"control endpoints: {url}/_sandbox/; Ctrl-C stops it. Point the job at it with:",
+        event="sandbox_listening",
+        base_url=f"{url}/v1.0",
     )
-    serve(box, host=host, port=port)
+    for line in exports:
+        _say(line, event="sandbox_export")
+    serve(box, sock=sock)
 
 
 @cli.command()
@@ -406,7 +457,7 @@ def demo(database: str, count: int) -> None:
     """The whole job on embedded defaults: sandbox, SQLite, migrate, backfill, change, sync."""
     from etl.demo import run_demo
 
-    run_demo(database, count, click.echo)
+    run_demo(database, count, lambda line: _say(line, event="demo"))
 
 
 @cli.command()
@@ -418,13 +469,35 @@ def demo(database: str, count: int) -> None:
 )
 @click.option("--pushgateway", help="Push metrics to this Pushgateway URL after each run.")
 def schedule(metrics_file: str | None, pushgateway: str | None) -> None:
-    """Run `sync` on schedule.cron (or schedule.interval) until SIGTERM/SIGINT."""
+    """Run `sync` at start, then on schedule.cron (or schedule.interval), until SIGTERM/SIGINT.
+
+    schedule.run_at_start = false waits for the first fire time; schedule.metrics_port serves
+    the last run's metrics at /metrics."""
+    from etl.errors import ConfigError
+    from etl.metrics import LastRunMetrics, serve_metrics
     from etl.scheduler import run_schedule
 
-    def on_report(report: SyncReport) -> None:
-        _emit_metrics(report, metrics_file, pushgateway)
+    settings = _state().settings()
+    served, server = LastRunMetrics(), None
+    if settings.schedule.metrics_port:
+        try:
+            server = serve_metrics(served, settings.schedule.metrics_port)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on port {settings.schedule.metrics_port} "
+                f"({exc.strerror or exc}); change schedule.metrics_port (0 = off)"
+            ) from None
 
-    sys.exit(run_schedule(_state().settings(), on_report=on_report))
+    def on_report(report: SyncReport) -> None:
+        served.update(report)
+        _emit_metrics(report, metrics_file, pushgateway, "schedule", None)
+
+    try:
+        code = run_schedule(settings, on_report=on_report)
+    finally:
+        if server is not None:
+            server.close()
+    sys.exit(code)
 
 
 # auth ------------------------------------------------------------------------------------
@@ -441,7 +514,7 @@ def auth_login() -> None:
     """Sign in: device code (mode device_code), or redeem the refresh token (refresh_token)."""
     from etl.auth.commands import login
 
-    login(_state().settings(), click.echo)
+    login(_state().settings(), lambda line: _say(line, event="auth_login"))
 
 
 @auth_group.command("status")
@@ -450,7 +523,7 @@ def auth_status() -> None:
     """Who is signed in, until when, and where the cache is (never a token)."""
     from etl.auth.commands import describe_status
 
-    click.echo(describe_status(_state().settings()))
+    _say(describe_status(_state().settings()), event="auth_status")
 
 
 @auth_group.command("logout")
@@ -459,7 +532,7 @@ def auth_logout() -> None:
     """Remove the signed-in account from the token cache."""
     from etl.auth.commands import logout
 
-    click.echo(logout(_state().settings()))
+    _say(logout(_state().settings()), event="auth_logout")
 
 
 # entry point -----------------------------------------------------------------------------
@@ -473,10 +546,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        if _JSON_LOGS[0]:
+            _say(
+                exc.format_message(), event="usage_error", level="error", outcome="exit 2", err=True
+            )
+        else:
+            exc.show()
         sys.exit(2)
     except click.Abort:
-        click.echo("aborted", err=True)
+        _say("aborted", event="interrupted", level="error", err=True)
         sys.exit(130)
     except EtlError as exc:
         _fail(str(exc), exc.exit_code, exc)
@@ -484,7 +562,7 @@ def main(argv: list[str] | None = None) -> None:
         reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0][:300]
         _fail(f"database error: {reason}; check database.url and the server", 5, exc)
     except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
+        _say("error: interrupted", event="interrupted", level="error", err=True)
         sys.exit(130)
     sys.exit(0)
 
@@ -497,6 +575,18 @@ def _fail(message: str, code: int, exc: BaseException) -> None:
     else:
         click.echo(f"error: {redact_url(message)}", err=True)
     sys.exit(code)
+
+
+def _say(text: str, *, event: str, level: str = "info", err: bool = False, **fields: Any) -> None:
+    """Print a result line: as is, or with --log-format json one JSON object per line.
+
+    In JSON mode ``fields`` become the record's fields (e.g. the ``summary`` record's counts);
+    a text of several lines (status, the demo's table) is one record with a multi-line message.
+    """
+    if _JSON_LOGS[0]:
+        click.echo(json_line(text, level=level, event=event, **fields), err=err)
+    else:
+        click.echo(text, err=err)
 
 
 def _verbosity() -> int:

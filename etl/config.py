@@ -196,6 +196,18 @@ class ScheduleSettings:
         default=0.0,
         metadata=_key("run every this long instead of cron, 0 = use cron", duration=True),
     )
+    run_at_start: bool = field(
+        default=True,
+        metadata=_key("`schedule` runs one sync as soon as it starts, then on its schedule"),
+    )
+    metrics_port: int = field(
+        default=0,
+        metadata=_key(
+            "`schedule` serves the last run's metrics at /metrics on this port, 0 = off",
+            min=0,
+            max=65535,
+        ),
+    )
 
 
 @dataclass(frozen=True)

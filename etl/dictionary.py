@@ -40,7 +40,8 @@ strings; money is `NUMERIC(19, 4)`; enum-like values (status, substatus, ...) ar
 booleans are `0`/`1` on MariaDB and SQLite. `payload` is the whole API document as JSON (`JSONB`
 on PostgreSQL, `JSON` = `LONGTEXT` on MariaDB, text on SQLite). Text is Unicode throughout
 (`utf8mb4` on MariaDB, whose default collation compares text case-insensitively). The meaning
-column names the source field of the referral document (`partner-api.md`) where there is one.
+column names the source field of the referral document ([referral-api.md](referral-api.md))
+where there is one.
 """
 
 

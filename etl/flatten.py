@@ -1,7 +1,7 @@
 """Pure functions from one referral document to the rows of every table.
 
 No I/O and no SQLAlchemy here: ``flatten_referral(document)`` returns plain dicts keyed by column
-name. It never fails on an odd shape (see design/partner-api.md): a missing part, ``null`` or
+name. It never fails on an odd shape (see docs/referral-api.md): a missing part, ``null`` or
 ``""`` anywhere, a lone object where an array is expected, ``customerProfile.ids`` as an array or
 an object, ``dealValue`` as a string, 0/6/7 fractional digits, requirement arrays beyond the
 documented four, unknown fields. Values that cannot fit their column (an unparseable date, a

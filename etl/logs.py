@@ -3,6 +3,12 @@
 JSON fields: ``ts``, ``level``, ``logger``, ``message``, and when known ``run_id``,
 ``referral_id``, ``outcome``, ``duration``, ``request_id`` (passed as ``extra=``).
 A filter masks anything that looks like a bearer token or JWT, as a last line of defence.
+
+Tracebacks appear only at ``-vv``: below that, a record that carries an exception shows the
+exception's type and first line instead, whoever logged it (our modules or a library).
+Python warnings are routed through logging, so that in JSON mode they are JSON lines too.
+:func:`json_line` makes the same kind of object for what the CLI prints on stdout (the run's
+``summary`` record, ``db upgrade``'s line).
 """
 
 from __future__ import annotations
@@ -11,8 +17,12 @@ import json
 import logging
 import re
 import sys
+import time
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import IO
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
 FIELDS = ("run_id", "referral_id", "outcome", "duration", "request_id", "status_code", "event")
 _SECRETISH = re.compile(
@@ -25,10 +35,44 @@ def mask(text: str) -> str:
     return _SECRETISH.sub(lambda m: (m.group(1) or "") + "***", text)
 
 
+def _stamp(created: float) -> str:
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+
+
+def json_line(
+    message: str, *, level: str = "info", logger: str = "etl.cli", **fields: object
+) -> str:
+    """One JSON object (the log line's fields, then ``fields``) for a line printed on stdout."""
+    entry: dict[str, object] = {
+        "ts": _stamp(time.time()),
+        "level": level,
+        "logger": logger,
+        "message": mask(message),
+    }
+    entry.update({k: v for k, v in fields.items() if v is not None})
+    return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def _one_line(exc_info: ExcInfo) -> str:
+    """An exception as ``Type: first line of its message`` (no traceback)."""
+    exc = exc_info[1]
+    if exc is None:
+        return ""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self, tracebacks: bool = True) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
+
+    def formatException(self, ei: ExcInfo) -> str:  # noqa: N802 (logging's name)
+        return super().formatException(ei) if self.tracebacks else _one_line(ei)
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": _stamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": mask(record.getMessage()),
@@ -39,21 +83,37 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             entry["error"] = mask(self.formatException(record.exc_info))
+        if record.stack_info and self.tracebacks:
+            entry["stack"] = mask(self.formatStack(record.stack_info))
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
+    def __init__(self, tracebacks: bool = True) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
+        self.tracebacks = tracebacks
+
+    def formatException(self, ei: ExcInfo) -> str:  # noqa: N802 (logging's name)
+        return super().formatException(ei) if self.tracebacks else "  " + _one_line(ei)
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 (logging's name)
+        return super().formatStack(stack_info) if self.tracebacks else ""
 
     def format(self, record: logging.LogRecord) -> str:
-        return mask(super().format(record))
+        # logging caches the formatted traceback on the record; never reuse another's.
+        cached, record.exc_text = record.exc_text, None
+        try:
+            return mask(super().format(record)).rstrip("\n")
+        finally:
+            record.exc_text = cached
 
 
 def setup_logging(fmt: str = "text", verbose: int = 0, stream: IO[str] | None = None) -> None:
-    """Configure the root logger once per process (idempotent)."""
+    """Configure the root logger once per process (idempotent); tracebacks only at ``-vv``."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    tracebacks = verbose > 1
+    handler.setFormatter(JsonFormatter(tracebacks) if fmt == "json" else TextFormatter(tracebacks))
+    logging.captureWarnings(True)
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_referrals_etl", False):

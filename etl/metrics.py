@@ -21,16 +21,25 @@ Alert on ``time() - referrals_etl_last_success_timestamp_seconds`` growing, and 
 A run that is not a success keeps the previous last-success time: :func:`write_metrics` reads it
 from the file it replaces; :func:`push_metrics` leaves the metric out and pushes with POST
 (``pushadd``), which replaces only the metrics pushed, so the Pushgateway keeps the old value.
+
+Pushes go to one Pushgateway group per command and shard (:func:`grouping_key`: ``command`` =
+sync, backfill or schedule; ``shard`` = ``I-of-N`` or ``all``), so that backfill shards and the
+scheduled sync never overwrite each other. The long-running ``schedule`` can also serve the
+last run's metrics itself (:class:`LastRunMetrics`, :func:`serve_metrics`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway, write_to_textfile
+from prometheus_client.exposition import start_http_server
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from etl.config import redact_url
@@ -47,6 +56,7 @@ STATUSES = ("succeeded", "partial", "failed", "interrupted", "skipped")
 SUCCESS_STATUSES = frozenset({"succeeded", "partial"})
 LAST_SUCCESS = PREFIX + "last_success_timestamp_seconds"
 PUSH_TIMEOUT_SECONDS = 10.0
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 (a pod's /metrics is scraped from outside it)
 
 
 def build_registry(
@@ -151,14 +161,26 @@ def write_metrics(report: SyncReport, path: str | Path) -> bool:
     return True
 
 
-def push_metrics(report: SyncReport, url: str) -> bool:
-    """Push the run's metrics to the Pushgateway at ``url`` (job ``referrals_etl``).
+def grouping_key(command: str, shard: tuple[int, int] | None = None) -> dict[str, str]:
+    """The Pushgateway group of a run: ``{"command": "backfill", "shard": "0-of-4"}``."""
+    return {"command": command, "shard": f"{shard[0]}-of-{shard[1]}" if shard else "all"}
+
+
+def push_metrics(report: SyncReport, url: str, group: dict[str, str] | None = None) -> bool:
+    """Push the run's metrics to the Pushgateway at ``url`` (job ``referrals_etl``), into the
+    group ``group`` (see :func:`grouping_key`; ``None``: the job's group alone).
 
     A failed push is logged as a warning and never fails the run; returns whether it was pushed.
     """
     registry = build_registry(report)
     try:
-        pushadd_to_gateway(url, job=JOB, registry=registry, timeout=PUSH_TIMEOUT_SECONDS)
+        pushadd_to_gateway(
+            url,
+            job=JOB,
+            registry=registry,
+            grouping_key=group or {},
+            timeout=PUSH_TIMEOUT_SECONDS,
+        )
     except Exception as exc:  # a push is best effort: URLError, OSError, HTTP errors, bad URLs
         log.warning(
             "could not push metrics to %s (%s); the run itself is not affected",
@@ -168,6 +190,55 @@ def push_metrics(report: SyncReport, url: str) -> bool:
         return False
     log.info("pushed metrics to %s", redact_url(url), extra={"run_id": report.run_id})
     return True
+
+
+class LastRunMetrics:
+    """A Prometheus collector that always holds the metrics of the last finished run.
+
+    ``schedule`` updates it after every run; :func:`serve_metrics` serves it. The last-success
+    time of an earlier run is kept while later runs fail (as the file and the push do).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._registry: CollectorRegistry | None = None
+        self._last_success: float | None = None
+
+    def update(self, report: SyncReport, now: float | None = None) -> None:
+        registry = build_registry(report, self._last_success, now)
+        with self._lock:
+            self._registry = registry
+            self._last_success = registry.get_sample_value(LAST_SUCCESS)
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            registry = self._registry
+        if registry is not None:
+            yield from registry.collect()
+
+
+class MetricsServer:
+    """An HTTP server answering ``GET /metrics`` (any path) from a thread; ``close()`` stops it."""
+
+    def __init__(self, collector: LastRunMetrics, port: int, host: str = ALL_INTERFACES) -> None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+        self.port: int = self._server.server_address[1]
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout)
+
+
+def serve_metrics(
+    collector: LastRunMetrics, port: int, host: str = ALL_INTERFACES
+) -> MetricsServer:
+    """Serve ``collector`` on ``host:port`` (0 = a free port); raises ``OSError`` if it cannot."""
+    server = MetricsServer(collector, port, host)
+    log.info("serving metrics at http://%s:%d/metrics", host, server.port)
+    return server
 
 
 def _reason(exc: Exception) -> str:

@@ -1,4 +1,4 @@
-"""The SQL schema as SQLAlchemy 2 typed models: the contract with analysts (design/schema.md).
+"""The SQL schema as SQLAlchemy 2 typed models: the contract with analysts (docs/data-dictionary.md).
 
 Names and meanings here are a public interface. Change them only through a new Alembic
 migration that keeps old queries working. Every table and column carries a comment saying where

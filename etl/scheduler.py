@@ -2,7 +2,9 @@
 
 An APScheduler 3 ``BackgroundScheduler`` fires one job, ``max_instances=1`` and ``coalesce=True``:
 never two syncs at once, and fire times missed while a run was going (or the process was
-paused) collapse into one run. The main thread only waits for a stop request. Each run builds
+paused) collapse into one run. With ``schedule.run_at_start`` (the default) the first run starts
+at once, then the schedule goes on (a fresh pod does not wait up to a whole interval).
+The main thread only waits for a stop request. Each run builds
 its own engine and auth and calls :func:`etl.sync.run_sync`; a run that raises is logged in one
 line and the schedule goes on, except for errors no later run can cure (authentication, schema
 not at head, configuration), which stop the scheduler with their exit code.
@@ -30,6 +32,7 @@ from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.util import undefined
 
 from etl import db
 from etl.config import Settings, redact_url
@@ -211,6 +214,7 @@ def run_schedule(
         max_instances=1,
         coalesce=True,
         misfire_grace_time=MISFIRE_GRACE_SECONDS,
+        next_run_time=datetime.now(UTC) if settings.schedule.run_at_start else undefined,
     )
 
     def after_run(_event: JobEvent) -> None:

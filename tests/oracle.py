@@ -1,4 +1,4 @@
-"""What the database must hold for a document, derived from schema.md by the tests alone.
+"""What the database must hold for a document, derived from the data dictionary's contract by the tests alone.
 
 This is written independently of ``etl.flatten`` (path tables instead of code), so a bug in the
 flattener cannot hide by being on both sides of a comparison.

@@ -12,6 +12,8 @@ import dataclasses
 import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -439,7 +441,10 @@ def test_the_image_is_multi_stage_slim_and_non_root() -> None:
         base = stage[0][1].split()[0]
         bases.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base))
     assert len(stages) - 1 >= 2, "builder and final stages"
-    assert bases[-1] == "python:3.11-slim"
+    # Pinned to a patch release and a Debian release (optionally a digest), the same for both
+    # stages (the virtualenv's interpreter path must be valid in the final image).
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", bases[-1]), bases
+    assert len(set(bases)) == 1, bases
     final = dict(_final_stage())
     user = final["USER"].split(":")[0]
     assert user not in {"root", "0"}
@@ -450,8 +455,56 @@ def test_the_final_image_installs_no_build_tools() -> None:
     for keyword, rest in _final_stage():
         if keyword == "RUN":
             assert not BUILD_TOOLS.search(rest), rest
-    builder = _stages()[1]
-    assert any(BUILD_TOOLS.search(rest) for keyword, rest in builder if keyword == "RUN")
+
+
+COMPILERS = re.compile(r"\b(apt-get|apt|apk|yum|dnf)\b|build-essential|\bgcc\b|\bg\+\+|-dev\b")
+
+
+def test_no_stage_installs_a_compiler_and_dependencies_come_as_wheels() -> None:
+    """Every dependency ships a wheel: the builder installs none from source (--only-binary),
+    so it needs no compiler, and a dependency that stops shipping wheels fails the build."""
+    for stage in _stages()[1:]:
+        for keyword, rest in stage:
+            if keyword == "RUN":
+                assert not COMPILERS.search(rest), rest
+    installs = [r for k, r in _stages()[1] if k == "RUN" and "pip install" in r]
+    assert installs and all("--only-binary=:all:" in r for r in installs), installs
+
+
+def test_bytecode_is_compiled_at_build_time_and_never_written_at_run_time() -> None:
+    """The builder compiles the virtualenv once (unchecked hashes: valid whatever the files'
+    times after COPY, never re-checked at start); the final image neither deletes .pyc files
+    nor writes any (PYTHONDONTWRITEBYTECODE, read-only root filesystem)."""
+    builder_runs = [r for k, r in _stages()[1] if k == "RUN"]
+    compiled = [r for r in builder_runs if "compileall" in r]
+    assert compiled, builder_runs
+    assert all("--invalidation-mode unchecked-hash" in r and "/opt/venv" in r for r in compiled)
+    assert all(" -f " in r for r in compiled)  # pip's own timestamp .pyc files are replaced
+    builder_env = " ".join(r for k, r in _stages()[1] if k == "ENV")
+    assert "PYTHONDONTWRITEBYTECODE" not in builder_env
+    for keyword, rest in _final_stage():
+        assert not re.search(r"\.pyc|__pycache__", rest) or keyword == "LABEL", rest
+    final_env = dict(
+        t.split("=", 1) for k, r in _final_stage() if k == "ENV" for t in shlex.split(r) if "=" in t
+    )
+    assert final_env["PYTHONDONTWRITEBYTECODE"] == "1"
+
+
+def test_containers_run_with_a_read_only_root_filesystem_and_writable_state() -> None:
+    """Every container: read-only root, no privilege escalation; what the image writes (HOME,
+    the token cache, temporary files) is on a mounted volume."""
+    final_env = dict(
+        t.split("=", 1) for k, r in _final_stage() if k == "ENV" for t in shlex.split(r) if "=" in t
+    )
+    for where, container in ALL_CONTAINERS:
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True, where
+        assert context["allowPrivilegeEscalation"] is False, where
+        writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+        assert "/tmp" in writable, where
+        assert final_env["HOME"] in writable, where
+        cache = Path(final_env["REFERRALS_ETL_AUTH_TOKEN_CACHE_PATH"]).parent
+        assert str(cache) in writable, where
 
 
 def test_the_image_runs_the_console_script_with_sync_by_default() -> None:
@@ -484,5 +537,106 @@ def test_the_build_context_is_what_the_dockerfile_copies() -> None:
     for keyword, rest in _dockerfile_instructions():
         if keyword == "COPY" and not rest.startswith("--from"):
             sources.update(part.rstrip("*") for part in rest.split()[:-1])
-    assert sources == {"pyproject.toml", "README", "etl"}
-    assert {"pyproject.toml", "README.md", "etl"} == allowed
+    assert sources == {"pyproject.toml", "README", "LICENSE", "etl"}
+    assert {"pyproject.toml", "README.md", "LICENSE", "etl"} == allowed
+
+
+# Kubernetes: schema validation, failure policy, secrets, probes ---------------------------
+
+
+def _kubernetes_validate(*files: Path) -> subprocess.CompletedProcess[str]:
+    tool = Path(sys.executable).parent / "kubernetes-validate"
+    assert tool.exists(), "kubernetes-validate is in the test extra: pip install -e '.[test]'"
+    return subprocess.run(
+        [str(tool), "--strict", "--quiet", *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_every_manifest_validates_strictly_against_a_current_kubernetes() -> None:
+    """`kubernetes-validate --strict` (its newest bundled Kubernetes schemas; unknown fields
+    are errors) on every file under deploy/k8s/."""
+    files = sorted(K8S.glob("*.yaml"))
+    assert len(files) >= 6
+    result = _kubernetes_validate(*files)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_strict_validation_rejects_a_misspelled_field(tmp_path: Path) -> None:
+    """The check above would catch a typo: the same Job with one field misspelled fails."""
+    text = (K8S / "backfill-job.yaml").read_text("utf-8")
+    broken = tmp_path / "job.yaml"
+    broken.write_text(text.replace("backoffLimitPerIndex:", "backofLimitPerIndex:"), "utf-8")
+    result = _kubernetes_validate(broken)
+    assert result.returncode != 0
+    assert "backofLimitPerIndex" in result.stdout + result.stderr
+
+
+def test_the_backfill_job_never_reruns_a_shard_for_exit_1_or_75() -> None:
+    """podFailurePolicy: exit 1 (some ids failed; later syncs retry them) and exit 75 (the
+    shard's lease is held) fail that index without a rerun; 2 and 3 stop the whole Job;
+    disruptions (eviction, drain) rerun without counting; retries are per index."""
+    job = _one("Job", "backfill-job.yaml")
+    spec = job["spec"]
+    [container] = _containers(job)
+    assert spec["backoffLimitPerIndex"] >= 1 and "backoffLimit" not in spec
+    pod = _pod_spec(job)
+    assert pod is not None and pod["restartPolicy"] == "Never"  # required by podFailurePolicy
+    actions: dict[int, str] = {}
+    disruption = None
+    for rule in spec["podFailurePolicy"]["rules"]:
+        codes = rule.get("onExitCodes")
+        if codes is not None:
+            assert codes["operator"] == "In" and codes["containerName"] == container["name"]
+            for code in codes["values"]:
+                actions.setdefault(code, rule["action"])  # the first matching rule wins
+        else:
+            assert [c["type"] for c in rule["onPodConditions"]] == ["DisruptionTarget"]
+            disruption = rule["action"]
+    assert actions[1] == actions[75] == "FailIndex"
+    assert actions[2] == actions[3] == "FailJob"
+    assert disruption == "Ignore"
+    for retried in (4, 5, 143):  # API down, database, SIGTERM: a rerun can help
+        assert retried not in actions
+
+
+def _secret_keys(container: dict[str, Any]) -> set[str]:
+    return {
+        e["valueFrom"]["secretKeyRef"]["key"]
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+def test_init_containers_get_only_the_secrets_they_use() -> None:
+    """`db upgrade` needs the database URL (with its password) and no API credentials."""
+    inits = [
+        (doc["metadata"]["name"], c)
+        for doc in DOCS
+        for c in (_pod_spec(doc) or {}).get("initContainers", [])
+    ]
+    assert inits
+    for where, init in inits:
+        assert parse_command_line(_argv(init))[0] == ["db", "upgrade"], where
+        assert _secret_keys(init) == {"REFERRALS_ETL_DATABASE_URL"}, where
+        assert "envFrom" not in init, where
+
+
+def test_the_schedule_deployment_serves_metrics_with_probes(tmp_path: Path) -> None:
+    """schedule.metrics_port of the ConfigMap is the container's `metrics` port; startup,
+    readiness and liveness probes GET /metrics there; the pod is annotated for scraping."""
+    _, document = _configmap_toml(tmp_path)
+    port = document["schedule"]["metrics_port"]
+    assert port > 0 and document["schedule"].get("run_at_start", True) is True
+    deployment = _one("Deployment", "deployment.yaml")
+    [main] = _pod_spec(deployment)["containers"]  # type: ignore[index]
+    ports = {p["name"]: p["containerPort"] for p in main["ports"]}
+    assert ports["metrics"] == port
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = main[probe]["httpGet"]
+        assert (get["path"], get["port"]) == ("/metrics", "metrics"), probe
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == port

@@ -1,4 +1,4 @@
-"""flatten: any document shaped like partner-api.md flattens without error (Hypothesis)."""
+"""flatten: any document shaped like docs/referral-api.md flattens without error (Hypothesis)."""
 
 from __future__ import annotations
 

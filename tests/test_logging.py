@@ -206,3 +206,105 @@ def test_a_fatal_error_is_one_json_line_too(tmp_path: Path) -> None:
     assert "postgresql+psycopg://etl:***@127.0.0.1:1/referrals" in entry["message"]
     assert "check database.url" in entry["message"]
     assert DB_PASSWORD not in result.stdout + result.stderr
+
+
+def _every_line_json(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    """Every line of stdout AND stderr parses as a JSON object; returns them (stdout first)."""
+    entries = []
+    for stream, text in (("stdout", result.stdout), ("stderr", result.stderr)):
+        for number, line in enumerate(text.splitlines(), 1):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                pytest.fail(f"{stream} line {number} is not JSON: {line!r}")
+            assert isinstance(entry, dict), line
+            assert {"ts", "level", "logger", "message"} <= set(entry), entry
+            entries.append(entry)
+    return entries
+
+
+def test_json_mode_is_json_on_every_line_of_stdout_and_stderr(tmp_path: Path) -> None:
+    """A successful run, a failing run and a configuration error, at -v: nothing but JSON
+    objects on stdout and stderr; `db upgrade`'s line and the run's summary are records with
+    their values as fields (the summary's counts match the database); no traceback at -v."""
+    box = Sandbox(count=6, seed=23)
+    box.faults.accepted_tokens = {ACCESS_TOKEN}
+    (tmp_path / "ids.txt").write_text("\n".join(box.ids) + "\n", encoding="utf-8")
+    db_url = f"sqlite:///{tmp_path / 'json.db'}"
+    with ServerThread(box) as server:
+        env = _env(db_url, server.base_url)
+        upgraded = _etl(tmp_path, env, "--log-format", "json", "-v", "db", "upgrade")
+        good = _etl(tmp_path, env, "--log-format", "json", "-v", "backfill", "ids.txt")
+        box.faults.invalid_json_ids = set(box.ids[:2])
+        bad = _etl(tmp_path, env, "--log-format", "json", "-v", "backfill", "ids.txt")
+    unreachable = f"postgresql+psycopg://etl:{DB_PASSWORD}@127.0.0.1:1/referrals"
+    down = _etl(tmp_path, _env(unreachable, server.base_url), "--log-format", "json", "-v", "sync")
+    config = _etl(
+        tmp_path,
+        {**env, "REFERRALS_ETL_API_CONCURRENCY": "many"},
+        "--log-format",
+        "json",
+        "-v",
+        "sync",
+    )
+    usage = _etl(tmp_path, env, "--log-format", "json", "backfill", "--shard", "9/2", "ids.txt")
+
+    assert upgraded.returncode == 0, upgraded.stderr
+    [line] = [e for e in _every_line_json(upgraded) if e.get("event") == "db_upgrade"]
+    assert (line["revision_before"], line["revision"]) == ("empty", "0002"), line
+
+    assert good.returncode == 0, good.stderr
+    [summary] = [e for e in _every_line_json(good) if e.get("event") == "summary"]
+    assert (summary["ids_total"], summary["created"], summary["failed"]) == (6, 6, 0), summary
+    assert summary["outcome"] == "succeeded" and isinstance(summary["run_id"], int), summary
+
+    assert bad.returncode == 1, bad.stderr
+    [summary] = [e for e in _every_line_json(bad) if e.get("event") == "summary"]
+    assert (summary["failed"], summary["outcome"]) == (2, "partial"), summary
+
+    for result, code in ((down, 5), (config, 2), (usage, 2)):
+        assert result.returncode == code, (result.stdout, result.stderr)
+        entries = _every_line_json(result)
+        assert entries[-1]["level"] == "error", entries
+    for result in (upgraded, good, bad, down, config, usage):
+        assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_tracebacks_only_at_vv(tmp_path: Path) -> None:
+    """`--help` promises tracebacks at -vv only: at -v a failure (exit 2 here, a configuration
+    error) is its one line; at -vv the details come with the traceback."""
+    env = _env(f"sqlite:///{tmp_path / 'x.db'}", "http://127.0.0.1:1/v1.0")
+    env["REFERRALS_ETL_SCHEDULE_CRON"] = "not a cron line"
+    for fmt in ("text", "json"):
+        quiet = _etl(tmp_path, env, "--log-format", fmt, "-v", "schedule")
+        loud = _etl(tmp_path, env, "--log-format", fmt, "-vv", "schedule")
+        assert quiet.returncode == loud.returncode == 2, (quiet.stderr, loud.stderr)
+        assert "Traceback" not in quiet.stdout + quiet.stderr
+        assert len(quiet.stderr.splitlines()) == 1, quiet.stderr
+        assert "Traceback" in loud.stderr
+
+
+def test_an_exception_a_library_logs_shows_its_traceback_only_at_vv() -> None:
+    """Whoever logs with exc_info (our modules, MSAL's client, APScheduler, uvicorn), the
+    formatter shows a traceback only at -vv; below, the exception's type and first line."""
+    import io
+    import logging
+
+    from etl.logs import setup_logging
+
+    try:
+        raise ConnectionError("identity provider unreachable\nsecond line")
+    except ConnectionError as exc:
+        error = exc
+    for fmt in ("text", "json"):
+        for verbose, traceback in ((1, False), (2, True)):
+            stream = io.StringIO()
+            setup_logging(fmt, verbose, stream)
+            logging.getLogger("etl.some_module").info("request failed", exc_info=error)
+            out = stream.getvalue()
+            assert ("Traceback" in out) is traceback, out
+            assert "ConnectionError: identity provider unreachable" in out
+            if fmt == "json":
+                [entry] = [json.loads(line) for line in out.splitlines()]
+                assert entry["message"] == "request failed"
+    setup_logging()

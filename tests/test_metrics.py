@@ -303,3 +303,60 @@ def test_a_run_that_fails_still_writes_its_metrics(
     assert {s for s, v in statuses.items() if v == 1} == {"failed"}
     assert one(written, LAST_SUCCESS) == success
     assert one(written, "referrals_etl_last_run_timestamp_seconds") > success
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, engine: Engine, server: ServerThread, *argv: str) -> Any:
+    """`referrals-etl ARGV` in process against the sandbox; its exit code."""
+    for name in [k for k in os.environ if k.startswith("REFERRALS_ETL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("REFERRALS_ETL_API_BASE_URL", server.base_url)
+    monkeypatch.setenv("REFERRALS_ETL_AUTH_MODE", "access_token")
+    monkeypatch.setenv("REFERRALS_ETL_AUTH_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv(
+        "REFERRALS_ETL_DATABASE_URL", engine.url.render_as_string(hide_password=False)
+    )
+    with pytest.raises(SystemExit) as exited:
+        cli.main(list(argv))
+    return exited.value.code
+
+
+def test_two_shards_and_a_sync_land_in_three_pushgateway_groups(
+    sqlite_engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    gateway: tuple[str, list[tuple[str, str, str]]],
+    restore_signals: None,
+) -> None:
+    """Backfill shards 0/2 and 1/2 and a sync push to one Pushgateway: three groups (command
+    and shard in the grouping key), so none overwrites another; each group holds its own run."""
+    url, received = gateway
+    box = Sandbox(count=10, seed=33)
+    box.faults.accepted_tokens = {TOKEN}
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(box.ids) + "\n", encoding="utf-8")
+    with ServerThread(box) as server:
+        for shard in ("0/2", "1/2"):
+            code = _cli(
+                monkeypatch, sqlite_engine, server, "backfill", str(ids), "--shard", shard,
+                "--pushgateway", url,
+            )  # fmt: skip
+            assert code == 0
+        box.faults.down = True  # the sync fails: its group must say so, whatever the shards say
+        code = _cli(monkeypatch, sqlite_engine, server, "sync", "--pushgateway", url)
+    assert code != 0
+    groups = {path: samples_of(body) for method, path, body in received if method == "POST"}
+    assert set(groups) == {
+        "/metrics/job/referrals_etl/command/backfill/shard/0-of-2",
+        "/metrics/job/referrals_etl/command/backfill/shard/1-of-2",
+        "/metrics/job/referrals_etl/command/sync/shard/all",
+    }, received
+    shard_ids = [
+        one(
+            groups[f"/metrics/job/referrals_etl/command/backfill/shard/{s}"],
+            "referrals_etl_run_ids",
+        )
+        for s in ("0-of-2", "1-of-2")
+    ]
+    assert sum(shard_ids) == 10 and all(shard_ids)
+    sync = groups["/metrics/job/referrals_etl/command/sync/shard/all"]
+    assert by_label(sync, "referrals_etl_last_run_status", "status")["failed"] == 1

@@ -1,4 +1,4 @@
-"""The sandbox (simulated Referrals API) behaves as partner-api.md describes the real one.
+"""The sandbox (simulated Referrals API) behaves as docs/referral-api.md describes the real one.
 
 Requests go through httpx: in process with ``httpx.ASGITransport`` (inside ``asyncio.run``),
 and once over TCP with ``ServerThread``.
@@ -508,7 +508,7 @@ def _members(team: Any) -> list[dict[str, Any]]:
 
 
 def _variety(docs: list[dict[str, Any]]) -> dict[str, bool]:
-    """Each odd shape of partner-api.md, and whether some document shows it."""
+    """Each odd shape of docs/referral-api.md, and whether some document shows it."""
 
     def some(pred: Callable[[dict[str, Any]], bool]) -> bool:
         return any(pred(d) for d in docs)

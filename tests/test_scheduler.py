@@ -7,12 +7,14 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from conftest import TOKEN, make_engine, rows_of, settings_for
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
 
 from etl import db, store
@@ -369,3 +372,100 @@ def test_a_second_signal_exits_at_once(
     assert process.returncode == 128 + signal.SIGTERM, err
     assert took < 1.5, f"a second SIGTERM took {took:.1f}s to end the process"
     assert "second SIGTERM: exiting now" in err
+
+
+@pytest.mark.parametrize("at_start", [True, False], ids=["run_at_start", "wait"])
+def test_the_first_run_starts_at_once_unless_configured_not_to(
+    sqlite_engine: Engine, at_start: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An hour's interval: with schedule.run_at_start (the default) the first sync runs as soon
+    as the scheduler starts, and the next fire time is then an hour on; without it nothing runs
+    until the first fire time."""
+    caplog.set_level(logging.INFO, logger="etl")
+    box = Sandbox(count=4, seed=31)
+    settings = _schedule_settings(sqlite_engine, interval=3600.0)
+    assert settings.schedule.run_at_start is True  # the default
+    settings = settings.replace(schedule={"run_at_start": at_start})
+    with scheduled(settings, box) as running:
+        _wait_for(
+            "the scheduler's first 'next sync at' line",
+            lambda: any(r.getMessage().startswith("next sync at") for r in caplog.records),
+        )
+        if at_start:
+            _wait_for("the run at start", lambda: len(_finished(sqlite_engine)) == 1)
+            _wait_for(
+                "the next fire time after the run",
+                lambda: sum(r.getMessage().startswith("next sync at") for r in caplog.records) >= 2,
+            )
+    assert running.code == 0
+    runs = _finished(sqlite_engine)
+    if at_start:
+        assert [(r["status"], r["created"]) for r in runs] == [("succeeded", 4)]
+        assert [r.run_id for r in running.reports] == [runs[0]["id"]]
+    else:
+        assert runs == [] and running.reports == []
+    # The fire time announced last is an interval away (not "now") in both cases.
+    last = [r.getMessage() for r in caplog.records if r.getMessage().startswith("next sync at")]
+    announced = datetime.fromisoformat(last[-1].removeprefix("next sync at "))
+    assert announced - datetime.now(UTC) > timedelta(minutes=50)
+
+
+def test_schedule_serves_the_last_runs_metrics_over_http(
+    tmp_path: Path, database_urls: dict[str, str | Exception]
+) -> None:
+    """schedule.metrics_port: GET /metrics of the running `schedule` answers the metrics of
+    its last run (here the run at start, 5 referrals created); SIGTERM stops both."""
+    box = Sandbox(count=5, seed=32)
+    box.faults.accepted_tokens = {TOKEN}
+    migrated = make_engine("sqlite", database_urls, tmp_path)
+    db_url = migrated.url.render_as_string(hide_password=False)
+    migrated.dispose()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with ServerThread(box) as server:
+        env = _cli_env(
+            tmp_path,
+            db_url,
+            server,
+            REFERRALS_ETL_SCHEDULE_INTERVAL="1h",
+            REFERRALS_ETL_SCHEDULE_METRICS_PORT=str(port),
+            REFERRALS_ETL_SYNC_DISCOVER="true",
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "etl", "--log-format", "json", "schedule"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        scraped: dict[str, float] = {}
+
+        def scrape() -> bool:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            except httpx.TransportError:
+                return False
+            scraped.clear()
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    key = sample.name + "".join(f"|{v}" for v in sample.labels.values())
+                    scraped[key] = sample.value
+            return "referrals_etl_run_ids" in scraped
+
+        try:
+            _wait_for("metrics of the run at start", scrape, timeout=30)
+            process.send_signal(signal.SIGTERM)
+            _out, err = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 0, err
+    assert scraped["referrals_etl_run_ids"] == 5
+    assert scraped["referrals_etl_run_referrals|created"] == 5
+    assert scraped["referrals_etl_last_run_status|succeeded"] == 1
+    assert "referrals_etl_last_success_timestamp_seconds" in scraped
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)

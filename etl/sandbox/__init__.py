@@ -1,4 +1,5 @@
-"""A simulated Partner Center Referrals API, written only from ``partner-api.md``.
+"""A simulated Partner Center Referrals API, written only from the API's
+documentation (``docs/referral-api.md``).
 
 ``Sandbox`` holds deterministic, varied referrals and serves them as a plain ASGI app
 (``sandbox.app``) with OData listing, ETags, webhook events and fault switches (``Faults``);

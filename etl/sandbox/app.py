@@ -4,7 +4,7 @@ API (under ``/v1.0``, with auth, latency, throttling and faults):
 ``GET /v1.0/engagements/referrals/{id}`` and ``GET /v1.0/engagements/referrals`` (OData).
 Control (no auth, no faults): ``GET /_sandbox/ids``, ``POST /_sandbox/change|delete|restore|add``,
 ``GET /_sandbox/events?since=N``, ``GET /_sandbox/stats``, ``POST /_sandbox/stats/reset``,
-``GET|PATCH /_sandbox/faults``.
+``GET|PATCH /_sandbox/faults``; ``GET /_sandbox/`` lists them (:data:`CONTROL_ENDPOINTS`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,20 @@ from etl.sandbox.faults import TokenBucket
 
 if TYPE_CHECKING:
     from etl.sandbox.state import Sandbox
+
+# What ``GET /_sandbox/`` answers: every control endpoint, with what it does.
+CONTROL_ENDPOINTS: Final = (
+    ("GET", "/_sandbox/ids", "every referral id, one a line (a ready-made backfill file)"),
+    ("POST", "/_sandbox/change", 'change referrals: {"fraction": 0.1} or {"ids": [...]}'),
+    ("POST", "/_sandbox/delete", 'delete referrals (then 404): {"ids": [...]}'),
+    ("POST", "/_sandbox/restore", 'restore deleted referrals: {"ids": [...]}'),
+    ("POST", "/_sandbox/add", 'add new referrals: {"count": 5}'),
+    ("GET", "/_sandbox/events?since=N", "webhook events after sequence number N"),
+    ("GET", "/_sandbox/stats", "requests served, by kind and status"),
+    ("POST", "/_sandbox/stats/reset", "reset the request statistics"),
+    ("GET", "/_sandbox/faults", "the fault switches (latency, throttling, bad bodies, ...)"),
+    ("PATCH", "/_sandbox/faults", 'set fault switches: {"throttle_rps": 5}'),
+)
 
 Message = MutableMapping[str, Any]
 Scope = MutableMapping[str, Any]
@@ -252,6 +266,13 @@ class SandboxApp:
     ) -> tuple[int, Headers, bytes]:
         sb = self.sandbox
         route = (method, path.rstrip("/"))
+        if route == ("GET", "/_sandbox"):
+            listing = [{"method": m, "path": p, "what": w} for m, p, w in CONTROL_ENDPOINTS]
+            return (
+                200,
+                [_JSON],
+                _dumps({"endpoints": listing, "api": "/v1.0/engagements/referrals"}),
+            )
         if route == ("GET", "/_sandbox/ids"):
             return 200, [_TEXT], "".join(i + "\n" for i in sb.ids).encode()
         if route == ("GET", "/_sandbox/events"):

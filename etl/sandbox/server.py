@@ -16,14 +16,42 @@ if TYPE_CHECKING:
 
 
 def _config(sandbox: Sandbox, **kwargs: Any) -> Any:
+    # log_config None: uvicorn's few warnings go through the process's logging set-up (text
+    # or JSON) instead of uvicorn's own handlers.
     return uvicorn.Config(
-        sandbox.app, log_level="warning", access_log=False, lifespan="off", **kwargs
+        sandbox.app,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        log_config=None,
+        **kwargs,
     )
 
 
-def serve(sandbox: Sandbox, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve ``sandbox`` on ``host:port`` until interrupted (Ctrl-C)."""
-    uvicorn.Server(_config(sandbox, host=host, port=port)).run()
+def listen_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0 = a free port); raises ``OSError`` (e.g. the port
+    is in use) before anything is served, so a caller can say so before announcing the server."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only then;
+    # without it every keep-alive answer (headers and body: two writes) waits ~40 ms for a
+    # delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve(
+    sandbox: Sandbox, host: str = "127.0.0.1", port: int = 8080, sock: socket.socket | None = None
+) -> None:
+    """Serve ``sandbox`` on ``sock`` (from :func:`listen_socket`), else on ``host:port``, until
+    interrupted (Ctrl-C)."""
+    sock = sock or listen_socket(host, port)
+    uvicorn.Server(_config(sandbox)).run(sockets=[sock])
 
 
 class ServerThread:
@@ -36,12 +64,7 @@ class ServerThread:
     def __init__(self, sandbox: Sandbox, host: str = "127.0.0.1", port: int = 0) -> None:
         self.sandbox = sandbox
         self.host = host
-        # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only then;
-        # without it every keep-alive answer (headers and body: two writes) waits ~40 ms for a
-        # delayed ACK.
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((host, port))
+        self._socket = listen_socket(host, port)
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
         self.base_url = self.url + "/v1.0"

@@ -1,5 +1,5 @@
 """Values for referral documents: text pools (Swedish, CJK, emoji, RTL, quotes), timestamps,
-GUIDs, and generators of each part of a document in the odd shapes partner-api.md lists.
+GUIDs, and generators of each part of a document in the odd shapes docs/referral-api.md lists.
 
 The ``slot_*`` functions each return the top-level fields of one part of a document (a field
 left out is simply absent); :mod:`etl.sandbox.generator` serialises a pool of each once and
