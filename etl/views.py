@@ -6,11 +6,11 @@ ON`` from the descriptions where the database has view comments: PostgreSQL), an
 ``etl.dictionary`` documents :data:`VIEWS` from the same objects. The tests check that each view's
 columns are exactly the described ones, in order, and that the answers agree on all databases.
 
-Views are part of the contract with analysts (docs/data-dictionary.md). These are the current definitions; each migration
-carries its own copy of the SQL it ran (a revision never changes when this module does). To change
-a view, change it here and add a migration that drops the old view and creates the new one with
-the SQL written out (print it with ``View.create_statements``); the tests compare the migrated
-database's views with these definitions.
+Views are part of the contract with analysts (docs/data-dictionary.md). These are the current
+definitions; each migration carries its own copy of the SQL it ran (a revision never changes when
+this module does). To change a view, change it here and add a migration that drops the old view
+and creates the new one with the SQL written out (print it with ``View.create_statements``); the
+tests compare the migrated database's views with these definitions.
 
 Portability notes, shared by both views:
 
