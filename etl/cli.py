@@ -189,6 +189,29 @@ def db_docs(output: str) -> None:
     click.echo(f"wrote {output}")
 
 
+@cli.group("rates")
+def rates_group() -> None:
+    """Currency rates to the reporting currency (currency_rates)."""
+
+
+@rates_group.command("load")
+@common_options
+@click.argument("file")
+def rates_load(file: str) -> None:
+    """Load FILE (CSV: currency,rate,valid_from) into currency_rates, all lines or none."""
+    from etl.rates import load_rates, read_rates
+
+    rates = read_rates(file)  # every line checked before the database is touched
+    settings = _state().settings()
+    engine = db.create_engine_for(settings.database.url)
+    try:
+        db.require_head(engine)
+        result = load_rates(engine, rates)
+    finally:
+        engine.dispose()
+    click.echo(f"loaded {result.loaded} rate(s) from {file} ({result.replaced} replaced)")
+
+
 # sync and backfill -----------------------------------------------------------------------
 
 
