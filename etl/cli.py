@@ -176,17 +176,29 @@ def db_current() -> None:
     show_default=True,
     help="Where to write the data dictionary (- = stdout).",
 )
-def db_docs(output: str) -> None:
+@click.option(
+    "--dbt-dir",
+    help="Also write the dbt sources and staging models (e.g. integrations/dbt/models).",
+)
+def db_docs(output: str, dbt_dir: str | None) -> None:
     """Write the data dictionary (tables, views, columns, meanings) generated from the models."""
     from etl.dictionary import render_data_dictionary
 
     text = render_data_dictionary()
     if output == "-":
         click.echo(text, nl=False)
-        return
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    Path(output).write_text(text, encoding="utf-8")
-    click.echo(f"wrote {output}")
+    else:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {output}")
+    if dbt_dir is not None:
+        from etl.dbt import render_files
+
+        for name, content in render_files().items():
+            path = Path(dbt_dir) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content, encoding="utf-8")
+            click.echo(f"wrote {path}", err=output == "-")
 
 
 @cli.group("rates")
