@@ -12,6 +12,8 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -116,9 +118,6 @@ def test_dbt_build_passes_against_postgresql_after_a_sandbox_backfill(tmp_path: 
         assert report.counts.failed == 0
         box.change(fraction=0.4, seed=2)
         backfill(engine, box)  # second versions: status changes for the staging model
-        from datetime import UTC, datetime
-        from decimal import Decimal
-
         load_rates(engine, [Rate("EUR", Decimal(1), datetime(2000, 1, 1, tzinfo=UTC), 2)])
         project = tmp_path / "dbt"
         shutil.copytree(PACKAGE, project, ignore=shutil.ignore_patterns("target", "logs"))
