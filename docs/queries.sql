@@ -2,8 +2,10 @@
 --
 -- Each statement follows a `-- name: <slug>` line and a one-line comment saying what it answers.
 -- Date arithmetic differs on every database, so it lives in the views (`referral_overview`,
--- `referral_status_changes`), which expose plain numbers (days, seconds); the queries only use
--- those numbers. Medians are computed with ROW_NUMBER/COUNT, since no median function is
+-- `referral_status_changes`, `referral_milestones`, `referral_pipeline`), which expose plain
+-- numbers (days, seconds, months as 'YYYY-MM'); the queries only use those numbers. Amounts in
+-- the reporting currency come from `currency_rates` (`referrals-etl rates load`): a referral
+-- whose currency has no rate counts as "without rate" and adds nothing, never a wrong number. Medians are computed with ROW_NUMBER/COUNT, since no median function is
 -- portable. NULLs sort differently on each database, hence the explicit `CASE WHEN x IS NULL`
 -- in ORDER BY. Sums of money are rounded to 4 decimals because SQLite adds in floating point;
 -- `1.000000000 * a / b` keeps MariaDB from dividing to only 4 decimals.
@@ -63,13 +65,13 @@ FROM spans
 WHERE 2 * rn BETWEEN n AND n + 2;
 
 -- name: median-days-accepted-to-closed
--- Median days a referral spent Active before it was Closed, as the sync saw the status change.
+-- Median days from acceptedDateTime to closing (closed_at of referral_milestones), over live referrals that have both.
 WITH spans AS (
-    SELECT days_in_previous AS days,
-           ROW_NUMBER() OVER (ORDER BY days_in_previous) AS rn,
+    SELECT days_accepted_to_closed AS days,
+           ROW_NUMBER() OVER (ORDER BY days_accepted_to_closed) AS rn,
            COUNT(*) OVER () AS n
-    FROM referral_status_changes
-    WHERE from_status = 'Active' AND to_status = 'Closed'
+    FROM referral_milestones
+    WHERE days_accepted_to_closed IS NOT NULL
 )
 SELECT MAX(n) AS referrals, AVG(days) AS median_days
 FROM spans
@@ -95,23 +97,31 @@ WHERE status IN ('New', 'Active') AND days_since_update > 30
 ORDER BY days_since_update DESC, referral_id;
 
 -- name: status-funnel
--- How far live referrals got: received, accepted (Active, or Closed as Won or Lost), closed, won.
+-- How far live referrals got: received, accepted (Active, or closed as won or lost), won, lost; and those declined or expired unaccepted.
 SELECT step, stage, referrals
 FROM (
     SELECT 1 AS step, 'received' AS stage, COUNT(*) AS referrals
-    FROM referral_overview
+    FROM referral_milestones
     UNION ALL
     SELECT 2, 'accepted', COUNT(*)
-    FROM referral_overview
-    WHERE status = 'Active' OR (status = 'Closed' AND substatus IN ('Won', 'Lost'))
+    FROM referral_milestones
+    WHERE status = 'Active' OR outcome IN ('won', 'lost')
     UNION ALL
-    SELECT 3, 'closed', COUNT(*)
-    FROM referral_overview
-    WHERE status = 'Closed'
+    SELECT 3, 'won', COUNT(*)
+    FROM referral_milestones
+    WHERE outcome = 'won'
     UNION ALL
-    SELECT 4, 'won', COUNT(*)
-    FROM referral_overview
-    WHERE status = 'Closed' AND substatus = 'Won'
+    SELECT 4, 'lost', COUNT(*)
+    FROM referral_milestones
+    WHERE outcome = 'lost'
+    UNION ALL
+    SELECT 5, 'declined', COUNT(*)
+    FROM referral_milestones
+    WHERE outcome = 'declined'
+    UNION ALL
+    SELECT 6, 'expired', COUNT(*)
+    FROM referral_milestones
+    WHERE outcome = 'expired'
 ) funnel
 ORDER BY step;
 
@@ -187,3 +197,70 @@ FROM referral_overview
 WHERE created_month IS NOT NULL
 GROUP BY created_month
 ORDER BY created_month;
+
+-- name: open-pipeline-in-reporting-currency
+-- Open pipeline per status in the reporting currency, with how many referrals have a deal value but no rate (left out of the sum).
+SELECT status,
+       COUNT(*) AS referrals,
+       COUNT(deal_value_reporting) AS with_rate,
+       SUM(CASE WHEN deal_value IS NOT NULL AND deal_value_reporting IS NULL
+                THEN 1 ELSE 0 END) AS without_rate,
+       ROUND(COALESCE(SUM(deal_value_reporting), 0), 4) AS pipeline_value_reporting
+FROM referral_pipeline
+GROUP BY status
+ORDER BY status;
+
+-- name: won-deals-by-closing-month
+-- Won deals per month they closed (UTC): how many, how many have a rate, and their value in the reporting currency at the closing date.
+SELECT closed_month,
+       COUNT(*) AS won,
+       COUNT(deal_value_reporting) AS with_rate,
+       ROUND(COALESCE(SUM(deal_value_reporting), 0), 4) AS won_value_reporting
+FROM referral_milestones
+WHERE outcome = 'won' AND closed_month IS NOT NULL
+GROUP BY closed_month
+ORDER BY closed_month;
+
+-- name: median-days-created-to-accepted-by-solution
+-- Median days from createdDateTime to acceptedDateTime per solution (its name, else its id), from referral_milestones.
+WITH solutions AS (
+    SELECT DISTINCT referral_id, COALESCE(NULLIF(name, ''), NULLIF(item_id, '')) AS solution
+    FROM referral_requirements
+    WHERE kind = 'solutions'
+),
+spans AS (
+    SELECT s.solution,
+           m.days_created_to_accepted AS days,
+           ROW_NUMBER() OVER (PARTITION BY s.solution ORDER BY m.days_created_to_accepted) AS rn,
+           COUNT(*) OVER (PARTITION BY s.solution) AS n
+    FROM referral_milestones m
+    JOIN solutions s ON s.referral_id = m.referral_id
+    WHERE s.solution IS NOT NULL AND m.days_created_to_accepted IS NOT NULL
+)
+SELECT solution, MAX(n) AS referrals, AVG(days) AS median_days
+FROM spans
+WHERE 2 * rn BETWEEN n AND n + 2
+GROUP BY solution
+ORDER BY referrals DESC, median_days, solution;
+
+-- name: median-days-accepted-to-closed-by-solution
+-- Median days from acceptedDateTime to closing per solution (its name, else its id), from referral_milestones.
+WITH solutions AS (
+    SELECT DISTINCT referral_id, COALESCE(NULLIF(name, ''), NULLIF(item_id, '')) AS solution
+    FROM referral_requirements
+    WHERE kind = 'solutions'
+),
+spans AS (
+    SELECT s.solution,
+           m.days_accepted_to_closed AS days,
+           ROW_NUMBER() OVER (PARTITION BY s.solution ORDER BY m.days_accepted_to_closed) AS rn,
+           COUNT(*) OVER (PARTITION BY s.solution) AS n
+    FROM referral_milestones m
+    JOIN solutions s ON s.referral_id = m.referral_id
+    WHERE s.solution IS NOT NULL AND m.days_accepted_to_closed IS NOT NULL
+)
+SELECT solution, MAX(n) AS referrals, AVG(days) AS median_days
+FROM spans
+WHERE 2 * rn BETWEEN n AND n + 2
+GROUP BY solution
+ORDER BY referrals DESC, median_days, solution;

@@ -186,17 +186,57 @@ def db_current() -> None:
     show_default=True,
     help="Where to write the data dictionary (- = stdout).",
 )
-def db_docs(output: str) -> None:
+@click.option(
+    "--dbt-dir",
+    help="Also write the dbt sources and staging models (e.g. integrations/dbt/models).",
+)
+def db_docs(output: str, dbt_dir: str | None) -> None:
     """Write the data dictionary (tables, views, columns, meanings) generated from the models."""
     from etl.dictionary import render_data_dictionary
 
     text = render_data_dictionary()
     if output == "-":
         click.echo(text, nl=False)
-        return
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    Path(output).write_text(text, encoding="utf-8")
-    _say(f"wrote {output}", event="db_docs")
+    else:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text, encoding="utf-8")
+        _say(f"wrote {output}", event="db_docs")
+    if dbt_dir is not None:
+        from etl.dbt import render_files
+
+        for name, content in render_files().items():
+            path = Path(dbt_dir) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(content, encoding="utf-8")
+            _say(f"wrote {path}", event="db_docs")
+
+
+@cli.group("rates")
+def rates_group() -> None:
+    """Currency rates to the reporting currency (currency_rates)."""
+
+
+@rates_group.command("load")
+@common_options
+@click.argument("file")
+def rates_load(file: str) -> None:
+    """Load FILE (CSV: currency,rate,valid_from) into currency_rates, all lines or none."""
+    from etl.rates import load_rates, read_rates
+
+    rates = read_rates(file)  # every line checked before the database is touched
+    settings = _state().settings()
+    engine = db.create_engine_for(settings.database.url)
+    try:
+        db.require_head(engine)
+        result = load_rates(engine, rates)
+    finally:
+        engine.dispose()
+    _say(
+        f"loaded {result.loaded} rate(s) from {file} ({result.replaced} replaced)",
+        event="rates_load",
+        loaded=result.loaded,
+        replaced=result.replaced,
+    )
 
 
 # sync and backfill -----------------------------------------------------------------------

@@ -71,7 +71,7 @@ def run_demo(database: str, count: int, echo: Callable[[str], None]) -> None:
         rows = conn.execute(sa.text(SAMPLE_QUERY)).all()
     echo(f"{'status':<8} {'currency':<8} {'referrals':>9} {'pipeline':>16}")
     for status, currency, n, pipeline in rows:
-        amount = f"{float(pipeline):,.2f}" if pipeline is not None else "-"
+        amount = f"{float(str(pipeline)):,.2f}" if pipeline is not None else "-"
         echo(f"{status or '-':<8} {currency or '-':<8} {n:>9} {amount:>16}")
     echo("")
     echo(f"explore it: sqlite3 {engine.url.database} 'SELECT * FROM sync_runs'")  # noqa: S608

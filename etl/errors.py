@@ -9,6 +9,7 @@
     │   └── IdentityProviderUnavailableError  4  the identity provider could not be reached
     ├── DatabaseError             5  database unreachable or failing
     │   └── SchemaNotAtHeadError  5  migrations not applied: run `referrals-etl db upgrade`
+    ├── RatesFileError            1  a currency rates file with bad lines (nothing was loaded)
     ├── LockHeldError            75  another run holds the lock
     ├── InterruptedRunError  130/143  SIGINT / SIGTERM, after in-flight work was recorded
     └── ReferralError             1  one referral could not be fetched or stored (never stops a run)
@@ -58,6 +59,14 @@ class DatabaseError(EtlError):
 
 class SchemaNotAtHeadError(DatabaseError):
     """The database schema is not at the migrations' head revision."""
+
+
+class RatesFileError(EtlError):
+    """A currency rates file has bad lines; nothing of it was loaded. The message lists them."""
+
+    def __init__(self, message: str, lines: list[int]) -> None:
+        super().__init__(message)
+        self.lines = lines
 
 
 class LockHeldError(EtlError):

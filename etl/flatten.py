@@ -5,7 +5,9 @@ name. It never fails on an odd shape (see docs/referral-api.md): a missing part,
 ``""`` anywhere, a lone object where an array is expected, ``customerProfile.ids`` as an array or
 an object, ``dealValue`` as a string, 0/6/7 fractional digits, requirement arrays beyond the
 documented four, unknown fields. Values that cannot fit their column (an unparseable date, a
-deal value out of range) become NULL there; the whole document is kept in ``payload``.
+deal value out of range) become NULL there; so does an empty string (``""`` and a missing value
+mean the same to an analyst, and one NULL is easier to filter than two blanks). The whole document
+is kept in ``payload``, empty strings included.
 """
 
 from __future__ import annotations
@@ -165,7 +167,9 @@ def history_values(flat: FlatReferral) -> Row:
 
 def _customer_ids(rid: str, value: Any) -> list[Row]:
     if isinstance(value, dict):
-        pairs: list[tuple[str | None, str | None]] = [(str(k), _text(v)) for k, v in value.items()]
+        pairs: list[tuple[str | None, str | None]] = [
+            (str(k) or None, _text(v)) for k, v in value.items()
+        ]
     else:
         pairs = [(_text(o.get("profileType")), _text(o.get("id"))) for o in _objects(value)]
     return [
@@ -236,8 +240,9 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _text(value: Any) -> str | None:
+    """The text of a typed column; ``""`` becomes NULL like a missing value."""
     if value is None or isinstance(value, str):
-        return value
+        return value or None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

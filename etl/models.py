@@ -66,6 +66,7 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 Id = String(64)
 Money = Numeric(19, 4)
+Rate = Numeric(20, 10)
 Payload = JSON().with_variant(postgresql.JSONB(), "postgresql")
 Short = String(64)
 Serial = BigInteger().with_variant(Integer(), "sqlite")
@@ -396,6 +397,26 @@ class SyncCursor(Base):
     name: Mapped[str] = mapped_column(Short, primary_key=True, comment="which cursor (discovery)")
     position: Mapped[datetime | None] = mapped_column(comment="the newest updatedDateTime seen")
     updated_at: Mapped[datetime] = mapped_column(comment="when the cursor last moved")
+
+
+class CurrencyRate(Base):
+    __tablename__ = "currency_rates"
+    __table_args__ = {
+        "mysql_charset": "utf8mb4",
+        "comment": "Rates from each currency to the reporting currency, filled by `referrals-etl rates load`; one row per currency and date it applies from.",
+    }
+
+    currency: Mapped[str] = mapped_column(
+        String(3), primary_key=True, comment="ISO 4217 code, as in details.currency (e.g. EUR)"
+    )
+    valid_from: Mapped[datetime] = mapped_column(
+        primary_key=True,
+        comment="the rate applies from this instant (UTC) until the next valid_from of the currency",
+    )
+    rate: Mapped[Decimal] = mapped_column(
+        Rate,
+        comment="one unit of the currency in the reporting currency (the reporting currency itself: 1)",
+    )
 
 
 TABLES = Base.metadata.tables

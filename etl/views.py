@@ -1,16 +1,21 @@
 """The analyst views: their SQL for each database and a description of every column.
 
 The SQL and the column descriptions live side by side so that they stay in sync: migration
-``0002`` creates :data:`REFERRAL_OVERVIEW` and :data:`REFERRAL_STATUS_CHANGES` (with ``COMMENT
-ON`` from the descriptions where the database has view comments: PostgreSQL), and
-``etl.dictionary`` documents :data:`VIEWS` from the same objects. The tests check that each view's
-columns are exactly the described ones, in order, and that the answers agree on all databases.
+``0002`` created :data:`REFERRAL_OVERVIEW` and :data:`REFERRAL_STATUS_CHANGES`, migration
+``0006`` replaced them by :data:`REFERRAL_OVERVIEW_V2` and :data:`REFERRAL_STATUS_CHANGES_V2` and
+added :data:`REFERRAL_MILESTONES` and :data:`REFERRAL_PIPELINE` (with ``COMMENT ON`` from the
+descriptions where the database has view comments: PostgreSQL), and ``etl.dictionary`` documents
+:data:`VIEWS` from the same objects. Migration 0006 holds the SQL rendered here as literal text
+(it imports nothing from ``etl``); a test checks the two are the same. The tests also check that
+each view's columns are exactly the described ones, in order, and that the answers agree on all
+databases.
 
-Views are part of the contract with analysts (docs/data-dictionary.md). These are the current
-definitions; each migration carries its own copy of the SQL it ran (a revision never changes when
-this module does). To change a view, change it here and add a migration that drops the old view
-and creates the new one with the SQL written out (print it with ``View.create_statements``); the
-tests compare the migrated database's views with these definitions.
+Views are part of the contract with analysts (docs/data-dictionary.md). Each migration carries
+its own copy of the SQL it ran, as literal text, so a revision never changes when this module
+does. A definition here is what a migration created: to change a view, add a new :class:`View`
+(e.g. ``REFERRAL_OVERVIEW_V3``) and a migration that drops the old view and creates the new one
+with its SQL written out, keep the old object (the tests check each migration's text against it),
+and point :data:`VIEWS` at the new one.
 
 Portability notes, shared by both views:
 
@@ -56,6 +61,7 @@ TYPES: Final[Mapping[str, Mapping[str, str]]] = {
     "money": {POSTGRESQL: "NUMERIC(19, 4)", MARIADB: "NUMERIC(19, 4)", SQLITE: "NUMERIC(19, 4)"},
     "duration": {POSTGRESQL: "NUMERIC(20, 6)", MARIADB: "DECIMAL(20, 6)", SQLITE: "REAL"},
     "integer": {POSTGRESQL: "BIGINT", MARIADB: "BIGINT", SQLITE: "INTEGER"},
+    "rate": {POSTGRESQL: "NUMERIC(20, 10)", MARIADB: "NUMERIC(20, 10)", SQLITE: "NUMERIC(20, 10)"},
 }
 
 
@@ -459,5 +465,360 @@ REFERRAL_STATUS_CHANGES: Final = View(
     select=_status_changes_select,
 )
 
-VIEWS: Final = (REFERRAL_OVERVIEW, REFERRAL_STATUS_CHANGES)
-"""The current analyst views, in creation order."""
+
+# Revision 0006 ---------------------------------------------------------------------------------
+# referral_overview and referral_status_changes are replaced (columns appended, so old queries
+# keep working); referral_milestones and referral_pipeline are new. Migration 0006 carries the
+# SQL these functions render as literal text (tests/test_analyst.py checks the two agree).
+
+OUTCOMES: Final = ("won", "lost", "declined", "expired", "open")
+"""Values of ``referral_milestones.outcome`` (NULL for a Closed referral with another substatus)."""
+
+TIME_SOURCES: Final = ("api", "sync")
+"""Values of ``referral_status_changes.time_source``."""
+
+
+def is_text(dialect: str, column: str, literal: str) -> str:
+    """Exact (case-sensitive) comparison of a text column with a constant."""
+    if dialect == MARIADB:
+        return f"BINARY {column} = {_quote(literal)}"
+    return f"{column} = {_quote(literal)}"
+
+
+def rate_at(dialect: str, currency: str, at: str) -> str:
+    """The rate of ``currency`` to the reporting currency valid at ``at``: the currency_rates
+    row with the latest valid_from not after it; NULL when there is none."""
+    same = (
+        f"BINARY cr.currency = BINARY {currency}"
+        if dialect == MARIADB
+        else f"cr.currency = {currency}"
+    )
+    return (
+        "(SELECT cr.rate FROM currency_rates cr "  # noqa: S608 - constants only, no input
+        f"WHERE {same} AND cr.valid_from <= {at} "
+        "ORDER BY cr.valid_from DESC LIMIT 1)"
+    )
+
+
+def in_reporting_currency(dialect: str, amount: str, rate: str) -> str:
+    """``amount * rate`` rounded to 4 decimals (half away from zero); NULL if either is."""
+    if dialect == POSTGRESQL:
+        return f"CAST(ROUND({amount} * {rate}, 4) AS NUMERIC(19, 4))"
+    if dialect == MARIADB:
+        return f"CAST(ROUND({amount} * {rate}, 4) AS DECIMAL(19, 4))"
+    return f"ROUND({amount} * {rate}, 4)"
+
+
+def full_name(dialect: str, first: str, last: str) -> str:
+    """'first last' without stray spaces; NULL when both are missing."""
+    if dialect == MARIADB:
+        joined = f"CONCAT(COALESCE({first}, ''), ' ', COALESCE({last}, ''))"
+    else:
+        joined = f"COALESCE({first}, '') || ' ' || COALESCE({last}, '')"
+    return f"NULLIF(TRIM({joined}), '')"
+
+
+def _overview_v2_select(dialect: str) -> str:
+    rate = rate_at(dialect, "o.currency", utc_now(dialect))
+    return f"""\
+SELECT o.*,
+       {full_name(dialect, "cc.first_name", "cc.last_name")} AS customer_contact_name,
+       cc.email AS customer_contact_email,
+       cc.phone_number AS customer_contact_phone,
+       {full_name(dialect, "tm.first_name", "tm.last_name")} AS owner_name,
+       tm.email AS owner_email,
+       {in_reporting_currency(dialect, "o.deal_value", rate)} AS deal_value_reporting
+FROM (
+{_overview_select(dialect)}
+) o
+LEFT JOIN referral_contacts cc
+       ON cc.referral_id = o.referral_id AND cc.side = 'customer' AND cc.position = 0
+LEFT JOIN referral_contacts tm
+       ON tm.referral_id = o.referral_id AND tm.side = 'team' AND tm.position = 0"""  # noqa: S608
+
+
+REFERRAL_OVERVIEW_V2: Final = View(
+    name="referral_overview",
+    comment=REFERRAL_OVERVIEW.comment[:-1]
+    + ", the first customer contact, the partner-side owner, and the deal value in the "
+    "reporting currency.",
+    columns=(
+        *REFERRAL_OVERVIEW.columns,
+        ViewColumn(
+            "customer_contact_name",
+            "text",
+            "the contact to call: first and last name of the first member of "
+            "customerProfile.team (referral_contacts side customer, position 0)",
+        ),
+        ViewColumn(
+            "customer_contact_email", "text", "email of that contact (customerProfile.team)"
+        ),
+        ViewColumn(
+            "customer_contact_phone",
+            "text",
+            "phoneNumber of that customer contact (customerProfile.team)",
+        ),
+        ViewColumn(
+            "owner_name",
+            "text",
+            "the partner-side owner: first and last name of the first member of the top-level "
+            "team (referral_contacts side team, position 0)",
+        ),
+        ViewColumn("owner_email", "text", "email of that owner (team)"),
+        ViewColumn(
+            "deal_value_reporting",
+            "money",
+            "deal_value times the currency_rates rate of its currency valid now (the latest "
+            "valid_from not in the future), rounded to 4 decimals; NULL when no rate exists",
+        ),
+    ),
+    select=_overview_v2_select,
+)
+
+
+def _status_changes_v2_select(dialect: str) -> str:
+    order = "PARTITION BY referral_id ORDER BY valid_from, id"
+    same_status = same_text(dialect, "status", "previous_status")
+    same_substatus = same_text(dialect, "substatus", "previous_substatus")
+    both = "from_updated_at IS NOT NULL AND updated_at IS NOT NULL"
+    start = f"CASE WHEN {both} THEN from_updated_at ELSE from_valid_from END"
+    end = f"CASE WHEN {both} THEN updated_at ELSE valid_from END"
+    micros = micros_between(dialect, "previous_changed_at", "changed_at")
+    return f"""\
+WITH versions AS (
+    SELECT id, referral_id, status, substatus, valid_from, updated_at,
+           ROW_NUMBER() OVER ({order}) AS version_no,
+           LAG(status) OVER ({order}) AS previous_status,
+           LAG(substatus) OVER ({order}) AS previous_substatus
+    FROM referral_history
+),
+spells AS (
+    SELECT id, referral_id, status, substatus, valid_from, updated_at,
+           ROW_NUMBER() OVER ({order}) AS spell_no,
+           LAG(status) OVER ({order}) AS from_status,
+           LAG(substatus) OVER ({order}) AS from_substatus,
+           LAG(valid_from) OVER ({order}) AS from_valid_from,
+           LAG(updated_at) OVER ({order}) AS from_updated_at
+    FROM versions
+    WHERE version_no = 1
+       OR CASE WHEN ({same_status}) AND ({same_substatus}) THEN 0 ELSE 1 END = 1
+),
+changes AS (
+    SELECT referral_id, id AS history_id, from_status, from_substatus,
+           status AS to_status, substatus AS to_substatus,
+           {start} AS previous_changed_at,
+           {end} AS changed_at,
+           valid_from AS seen_at,
+           CASE WHEN {both} THEN 'api' ELSE 'sync' END AS time_source
+    FROM spells
+    WHERE spell_no > 1
+)
+SELECT referral_id, history_id, from_status, from_substatus, to_status, to_substatus,
+       previous_changed_at, changed_at,
+       {seconds_from_micros(dialect, micros)} AS seconds_in_previous,
+       {days_from_micros(dialect, micros)} AS days_in_previous,
+       seen_at, time_source
+FROM changes"""  # noqa: S608 - constants only, no input
+
+
+REFERRAL_STATUS_CHANGES_V2: Final = View(
+    name="referral_status_changes",
+    comment=(
+        "One row per change of status or substatus of a referral, from referral_history (versions "
+        "ordered by valid_from, id; versions that keep the status are not changes), with the "
+        "time spent in the previous status: from the API's updatedDateTime of the versions that "
+        "began each status where both exist (time_source api), else from when the sync saw them "
+        "(time_source sync)."
+    ),
+    columns=(
+        *REFERRAL_STATUS_CHANGES.columns[:6],
+        ViewColumn(
+            "previous_changed_at",
+            "timestamp",
+            "when the referral entered from_status/from_substatus: updatedDateTime of the first "
+            "version with it (time_source api), else that version's valid_from (sync)",
+        ),
+        ViewColumn(
+            "changed_at",
+            "timestamp",
+            "when the new status began: updatedDateTime of the version that brought it "
+            "(time_source api), else when the sync first saw it (valid_from; sync)",
+        ),
+        *REFERRAL_STATUS_CHANGES.columns[8:],
+        ViewColumn(
+            "seen_at", "timestamp", "when the sync first saw the new status (valid_from, UTC)"
+        ),
+        ViewColumn(
+            "time_source",
+            "varchar",
+            "api: both ends are the API's updatedDateTime; sync: one version had none, so both "
+            "ends are when the sync saw the versions (valid_from), which after a first backfill "
+            "is about the same instant",
+        ),
+    ),
+    select=_status_changes_v2_select,
+)
+
+
+def _outcome(dialect: str) -> str:
+    closed = is_text(dialect, "status", "Closed")
+    whens = " ".join(
+        f"WHEN {is_text(dialect, 'substatus', s.capitalize())} THEN '{s}'"
+        for s in OUTCOMES
+        if s != "open"
+    )
+    return f"CASE WHEN status IS NULL OR NOT ({closed}) THEN 'open' {whens} END"
+
+
+def _milestones_select(dialect: str) -> str:
+    first_closed = is_text(dialect, "status", "Closed")
+    live_closed = is_text(dialect, "r.status", "Closed")
+    at = f"COALESCE(m.closed_at, {utc_now(dialect)})"
+    rate = rate_at(dialect, "m.currency", at)
+
+    def days(start: str, end: str) -> str:
+        return days_from_micros(dialect, micros_between(dialect, start, end))
+
+    return f"""\
+SELECT m.referral_id, m.status, m.substatus, m.outcome,
+       m.created_at, m.accepted_at, m.closed_at, m.expires_at,
+       {month_of(dialect, "m.closed_at")} AS closed_month,
+       {days("m.created_at", "m.accepted_at")} AS days_created_to_accepted,
+       {days("m.accepted_at", "m.closed_at")} AS days_accepted_to_closed,
+       {days("m.created_at", "m.closed_at")} AS days_created_to_closed,
+       m.currency, m.deal_value,
+       {in_reporting_currency(dialect, "m.deal_value", rate)} AS deal_value_reporting
+FROM (
+    SELECT r.id AS referral_id, r.status, r.substatus,
+           {_outcome(dialect)} AS outcome,
+           r.created_at, r.accepted_at,
+           CASE WHEN {live_closed} THEN fc.updated_at END AS closed_at,
+           r.expires_at, r.currency, r.deal_value
+    FROM referrals r
+    LEFT JOIN (
+        SELECT referral_id, updated_at
+        FROM (
+            SELECT referral_id, updated_at,
+                   ROW_NUMBER() OVER (PARTITION BY referral_id ORDER BY valid_from, id) AS n
+            FROM referral_history
+            WHERE {first_closed}
+        ) closed_versions
+        WHERE n = 1
+    ) fc ON fc.referral_id = r.id
+    WHERE r.deleted_at IS NULL
+) m"""  # noqa: S608 - constants only, no input
+
+
+REFERRAL_MILESTONES: Final = View(
+    name="referral_milestones",
+    comment=(
+        "One row per live referral: when it was created, accepted, closed and expires, how it "
+        "ended, and the days between, from the documents' own timestamps (so a referral first "
+        "seen already closed has its timeline too)."
+    ),
+    columns=(
+        ViewColumn("referral_id", "varchar", "referrals.id (id: the referral's GUID)"),
+        ViewColumn("status", "varchar", "referrals.status: New, Active, Closed (status)"),
+        ViewColumn("substatus", "text", "referrals.substatus (substatus)"),
+        ViewColumn(
+            "outcome",
+            "text",
+            "open (status is not Closed), else from substatus: won, lost, declined, expired; "
+            "NULL for a Closed referral with any other substatus",
+        ),
+        ViewColumn("created_at", "timestamp", "referrals.created_at (createdDateTime, UTC)"),
+        ViewColumn("accepted_at", "timestamp", "referrals.accepted_at (acceptedDateTime, UTC)"),
+        ViewColumn(
+            "closed_at",
+            "timestamp",
+            "for a Closed referral: updatedDateTime of the first version the sync saw Closed "
+            "(referral_history), which is the document's own when it was first seen already "
+            "closed; NULL while not Closed",
+        ),
+        ViewColumn("expires_at", "timestamp", "referrals.expires_at (expirationDateTime, UTC)"),
+        ViewColumn("closed_month", "text", "'YYYY-MM' of closed_at (UTC)"),
+        ViewColumn(
+            "days_created_to_accepted",
+            "duration",
+            "days from created_at to accepted_at (6 decimals, truncated); NULL unless both are set",
+        ),
+        ViewColumn(
+            "days_accepted_to_closed",
+            "duration",
+            "days from accepted_at to closed_at (6 decimals, truncated); NULL unless both are set",
+        ),
+        ViewColumn(
+            "days_created_to_closed",
+            "duration",
+            "days from created_at to closed_at (6 decimals, truncated); NULL unless both are set",
+        ),
+        ViewColumn("currency", "text", "referrals.currency (details.currency)"),
+        ViewColumn("deal_value", "money", "referrals.deal_value (details.dealValue)"),
+        ViewColumn(
+            "deal_value_reporting",
+            "money",
+            "deal_value times the currency_rates rate of its currency valid at closed_at (now "
+            "while open), rounded to 4 decimals; NULL when no rate exists",
+        ),
+    ),
+    select=_milestones_select,
+)
+
+
+def _pipeline_select(dialect: str) -> str:
+    rate = rate_at(dialect, "r.currency", utc_now(dialect))
+    new, active = is_text(dialect, "r.status", "New"), is_text(dialect, "r.status", "Active")
+    value = in_reporting_currency(dialect, "p.deal_value", "p.reporting_rate")
+    return f"""\
+SELECT p.*, {value} AS deal_value_reporting
+FROM (
+    SELECT r.id AS referral_id, r.name, r.status, r.substatus, r.created_at, r.closing_at,
+           r.currency, r.deal_value,
+           {rate} AS reporting_rate
+    FROM referrals r
+    WHERE r.deleted_at IS NULL AND ({new} OR {active})
+) p"""  # noqa: S608 - constants only, no input
+
+
+REFERRAL_PIPELINE: Final = View(
+    name="referral_pipeline",
+    comment=(
+        "One row per live open referral (status New or Active) with its deal value in its own "
+        "currency and in the reporting currency."
+    ),
+    columns=(
+        ViewColumn("referral_id", "varchar", "referrals.id (id: the referral's GUID)"),
+        ViewColumn("name", "text", "referrals.name (name)"),
+        ViewColumn("status", "varchar", "referrals.status: New or Active (status)"),
+        ViewColumn("substatus", "text", "referrals.substatus (substatus)"),
+        ViewColumn("created_at", "timestamp", "referrals.created_at (createdDateTime, UTC)"),
+        ViewColumn(
+            "closing_at", "timestamp", "referrals.closing_at (details.closingDateTime, UTC)"
+        ),
+        ViewColumn("currency", "text", "referrals.currency (details.currency); NULL if unknown"),
+        ViewColumn("deal_value", "money", "referrals.deal_value (details.dealValue)"),
+        ViewColumn(
+            "reporting_rate",
+            "rate",
+            "currency_rates.rate of the currency valid now (the latest valid_from not in the "
+            "future); NULL when there is none",
+        ),
+        ViewColumn(
+            "deal_value_reporting",
+            "money",
+            "deal_value times reporting_rate, rounded to 4 decimals; NULL when either is",
+        ),
+    ),
+    select=_pipeline_select,
+)
+
+VIEWS_0002: Final = (REFERRAL_OVERVIEW, REFERRAL_STATUS_CHANGES)
+"""The views as migration 0002 created them."""
+
+VIEWS: Final = (
+    REFERRAL_OVERVIEW_V2,
+    REFERRAL_STATUS_CHANGES_V2,
+    REFERRAL_MILESTONES,
+    REFERRAL_PIPELINE,
+)
+"""The current analyst views (migration 0006), in creation order."""

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from itertools import pairwise
 from pathlib import Path
@@ -34,10 +34,14 @@ from etl.models import TABLES, Base
 from etl.sandbox import Sandbox
 from etl.views import (
     LIST_KINDS,
+    REFERRAL_MILESTONES,
     REFERRAL_OVERVIEW,
-    REFERRAL_STATUS_CHANGES,
+    REFERRAL_OVERVIEW_V2,
+    REFERRAL_PIPELINE,
+    REFERRAL_STATUS_CHANGES_V2,
     SEPARATOR,
     VIEWS,
+    VIEWS_0002,
     View,
 )
 
@@ -52,6 +56,16 @@ ANCHOR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 # the sandbox made the changes of passes 1..3 (their updatedDateTime, acceptedDateTime, ...).
 SEEN = (ANCHOR - timedelta(days=100), *(ANCHOR - timedelta(days=d, hours=-1) for d in (45, 12, 3)))
 CHANGED = tuple(ANCHOR - timedelta(days=d) for d in (45, 12, 3))
+# Rates to the reporting currency: EUR changes between the passes (so won deals closed 45 and
+# 12 days ago convert differently), USD has a rate that is not valid yet, SEK one from the
+# start; the other currencies have none. Many digits, so no amount rounds on a tie.
+RATES = (
+    ("EUR", Decimal("1.0873129871"), datetime(2000, 1, 1, tzinfo=UTC)),
+    ("EUR", Decimal("1.1012345677"), ANCHOR - timedelta(days=20)),
+    ("USD", Decimal("0.9176543211"), datetime(2000, 1, 1, tzinfo=UTC)),
+    ("USD", Decimal("0.5"), ANCHOR + timedelta(days=30)),
+    ("SEK", Decimal("0.0912345679"), datetime(2000, 1, 1, tzinfo=UTC)),
+)
 
 
 # docs/queries.sql ----------------------------------------------------------------------------
@@ -158,6 +172,11 @@ def load_known(engine: Engine) -> Known:
             version.seen = version.seen + _jitter(referral_id, number)
         for older, newer in pairwise(chain):
             older.valid_to = newer.seen
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(TABLES["currency_rates"]),
+            [{"currency": c, "rate": r, "valid_from": f} for c, r, f in RATES],
+        )
     known = Known(
         live=[i for i in all_ids if i not in deleted],
         deleted=deleted,
@@ -220,7 +239,7 @@ def _overview_row(known: Known, referral_id: str, now: datetime) -> dict[str, An
             lists[item["kind"]].append(label)
     created, accepted, updated = ref["created_at"], ref["accepted_at"], ref["updated_at"]
     row: dict[str, Any] = {"referral_id": referral_id}
-    for column in REFERRAL_OVERVIEW.columns[1:21]:
+    for column in REFERRAL_OVERVIEW.columns[1:21]:  # the columns straight from referrals
         row[column.name] = ref[column.name]
     row["customer_name"], row["customer_size"] = customer["name"], customer["size"]
     for name in ("address_line1", "address_line2", "city", "state", "region", "postal_code"):
@@ -231,7 +250,99 @@ def _overview_row(known: Known, referral_id: str, now: datetime) -> dict[str, An
     both = created is not None and accepted is not None
     row["days_to_accept"] = _days(_micros(created, accepted)) if both else None
     row["days_since_update"] = _days(_micros(updated, now)) if updated else None
+    contacts = rows["referral_contacts"]
+    first = {
+        side: next((c for c in contacts if c["side"] == side and c["position"] == 0), {})
+        for side in ("customer", "team")
+    }
+    row["customer_contact_name"] = _full_name(first["customer"])
+    row["customer_contact_email"] = first["customer"].get("email")
+    row["customer_contact_phone"] = first["customer"].get("phone_number")
+    row["owner_name"] = _full_name(first["team"])
+    row["owner_email"] = first["team"].get("email")
+    row["deal_value_reporting"] = _reporting(ref["deal_value"], _rate(ref["currency"], now))
     return row
+
+
+def _full_name(contact: dict[str, Any]) -> str | None:
+    joined = f"{contact.get('first_name') or ''} {contact.get('last_name') or ''}".strip(" ")
+    return joined or None
+
+
+def _rate(currency: str | None, at: datetime) -> Decimal | None:
+    """The rate of RATES valid at ``at``: the latest valid_from not after it."""
+    valid = [(f, r) for c, r, f in RATES if c == currency and f <= at]
+    return max(valid)[1] if valid else None
+
+
+def _reporting(amount: Decimal | None, rate: Decimal | None) -> Decimal | None:
+    if amount is None or rate is None:
+        return None
+    return (amount * rate).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+
+
+def _updated(document: dict[str, Any]) -> datetime | None:
+    value = expected_value("updated_at", document.get("updatedDateTime"))
+    return value if isinstance(value, datetime) else None
+
+
+OUTCOME_OF = {"Won": "won", "Lost": "lost", "Declined": "declined", "Expired": "expired"}
+
+
+def expected_milestones(known: Known, now: datetime) -> list[dict[str, Any]]:
+    out = []
+    for referral_id in sorted(known.live):
+        ref = expected_rows(known.documents[referral_id])["referrals"][0]
+        closed = ref["status"] == "Closed"
+        closed_at = None
+        if closed:
+            first = next(
+                v for v in known.versions[referral_id] if v.document.get("status") == "Closed"
+            )
+            closed_at = _updated(first.document)
+        created, accepted = ref["created_at"], ref["accepted_at"]
+
+        def days(start: datetime | None, end: datetime | None) -> Decimal | None:
+            return None if start is None or end is None else _days(_micros(start, end))
+
+        out.append(
+            {
+                "referral_id": referral_id,
+                "status": ref["status"],
+                "substatus": ref["substatus"],
+                "outcome": OUTCOME_OF.get(ref["substatus"]) if closed else "open",
+                "created_at": created,
+                "accepted_at": accepted,
+                "closed_at": closed_at,
+                "expires_at": ref["expires_at"],
+                "closed_month": closed_at.strftime("%Y-%m") if closed_at else None,
+                "days_created_to_accepted": days(created, accepted),
+                "days_accepted_to_closed": days(accepted, closed_at),
+                "days_created_to_closed": days(created, closed_at),
+                "currency": ref["currency"],
+                "deal_value": ref["deal_value"],
+                "deal_value_reporting": _reporting(
+                    ref["deal_value"], _rate(ref["currency"], closed_at or now)
+                ),
+            }
+        )
+    return out
+
+
+def expected_pipeline(overview: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    out = []
+    for row in overview:
+        if row["status"] in ("New", "Active"):
+            rate = _rate(row["currency"], now)
+            names = [c.name for c in REFERRAL_PIPELINE.columns[:8]]
+            out.append(
+                {n: row[n] for n in names}
+                | {
+                    "reporting_rate": rate,
+                    "deal_value_reporting": _reporting(row["deal_value"], rate),
+                }
+            )
+    return out
 
 
 def expected_overview(known: Known, now: datetime) -> list[dict[str, Any]]:
@@ -239,16 +350,24 @@ def expected_overview(known: Known, now: datetime) -> list[dict[str, Any]]:
 
 
 def expected_changes(known: Known) -> list[dict[str, Any]]:
-    """Status changes from the versions: consecutive versions with the same status are one spell."""
+    """Status changes from the versions: consecutive versions with the same status are one spell.
+
+    Each change is timed by the updatedDateTime of the two versions that began the statuses
+    when both have one (time_source api), else by when the sync saw them (sync)."""
     out = []
     for referral_id in sorted(known.versions):
-        spell: tuple[Any, Any, datetime] | None = None
+        spell: tuple[Any, Any, datetime, datetime | None] | None = None
         for version in known.versions[referral_id]:
             status = (version.document.get("status"), version.document.get("substatus"))
             if spell is not None and status == spell[:2]:
                 continue
+            updated = _updated(version.document)
             if spell is not None:
-                micros = _micros(spell[2], version.seen)
+                api = spell[3] is not None and updated is not None
+                start = spell[3] if api else spell[2]
+                end = updated if api else version.seen
+                assert start is not None and end is not None
+                micros = _micros(start, end)
                 out.append(
                     {
                         "referral_id": referral_id,
@@ -257,13 +376,15 @@ def expected_changes(known: Known) -> list[dict[str, Any]]:
                         "from_substatus": spell[1],
                         "to_status": status[0],
                         "to_substatus": status[1],
-                        "previous_changed_at": spell[2],
-                        "changed_at": version.seen,
+                        "previous_changed_at": start,
+                        "changed_at": end,
                         "seconds_in_previous": _seconds(micros),
                         "days_in_previous": _days(micros),
+                        "seen_at": version.seen,
+                        "time_source": "api" if api else "sync",
                     }
                 )
-            spell = (*status, version.seen)
+            spell = (*status, version.seen, updated)
     return out
 
 
@@ -304,6 +425,8 @@ class Expectations:
         self.known = known
         self.overview = expected_overview(known, now)
         self.changes = expected_changes(known)
+        self.milestones = expected_milestones(known, now)
+        self.pipeline = expected_pipeline(self.overview, now)
         self.requirements = [
             r
             for i in known.live
@@ -330,6 +453,14 @@ class Expectations:
             "referral-history": self.history,
             "time-in-status": self.time_in_status,
             "referrals-per-month": self.per_month,
+            "open-pipeline-in-reporting-currency": self.pipeline_reporting,
+            "won-deals-by-closing-month": self.won_by_month,
+            "median-days-created-to-accepted-by-solution": lambda: self.median_by_solution(
+                "days_created_to_accepted"
+            ),
+            "median-days-accepted-to-closed-by-solution": lambda: self.median_by_solution(
+                "days_accepted_to_closed"
+            ),
         }
 
     def params(self, name: str) -> dict[str, Any]:
@@ -373,12 +504,66 @@ class Expectations:
 
     def median_to_close(self) -> Answer:
         values = [
-            c["days_in_previous"]
-            for c in self.changes
-            if c["from_status"] == "Active" and c["to_status"] == "Closed"
+            m["days_accepted_to_closed"]
+            for m in self.milestones
+            if m["days_accepted_to_closed"] is not None
         ]
         assert len(values) >= 3
         return self._median_answer(values)
+
+    def _solutions(self) -> dict[str, set[str]]:
+        members: dict[str, set[str]] = defaultdict(set)
+        for item in self.requirements:
+            if item["kind"] == "solutions":
+                label = item["name"] or item["item_id"] or None
+                if label is not None:
+                    members[label].add(item["referral_id"])
+        return members
+
+    def median_by_solution(self, column: str) -> Answer:
+        by_id = {m["referral_id"]: m for m in self.milestones}
+        rows = []
+        for label, ids in self._solutions().items():
+            values = [by_id[i][column] for i in ids if by_id[i][column] is not None]
+            if values:
+                rows.append((label, len(values), _median(values)))
+        assert rows
+        rows.sort(key=lambda r: (-r[1], r[2], r[0]))
+        return Answer(["solution", "referrals", "median_days"], rows)
+
+    def pipeline_reporting(self) -> Answer:
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in self.pipeline:
+            groups[row["status"]].append(row)
+        rows = []
+        for status, refs in sorted(groups.items()):
+            converted = [r["deal_value_reporting"] for r in refs]
+            rows.append(
+                (
+                    status,
+                    len(refs),
+                    sum(v is not None for v in converted),
+                    sum(
+                        r["deal_value"] is not None and r["deal_value_reporting"] is None
+                        for r in refs
+                    ),
+                    _sum(converted),
+                )
+            )
+        assert all(r[2] > 0 for r in rows)  # some rates apply: the sums are not all zero
+        columns = ["status", "referrals", "with_rate", "without_rate", "pipeline_value_reporting"]
+        return Answer(columns, rows)
+
+    def won_by_month(self) -> Answer:
+        groups: dict[str, list[Decimal | None]] = defaultdict(list)
+        for m in self.milestones:
+            if m["outcome"] == "won" and m["closed_month"] is not None:
+                groups[m["closed_month"]].append(m["deal_value_reporting"])
+        rows = [
+            (k, len(v), sum(x is not None for x in v), _sum(v)) for k, v in sorted(groups.items())
+        ]
+        assert sum(r[2] for r in rows) >= 2
+        return Answer(["closed_month", "won", "with_rate", "won_value_reporting"], rows)
 
     def by_country_and_size(self) -> Answer:
         groups: dict[tuple[Any, Any], list[Decimal | None]] = defaultdict(list)
@@ -409,16 +594,12 @@ class Expectations:
         return Answer(columns, rows)
 
     def funnel(self) -> Answer:
-        rows = self.overview
-        accepted = [
-            r
-            for r in rows
-            if r["status"] == "Active"
-            or (r["status"] == "Closed" and r["substatus"] in ("Won", "Lost"))
-        ]
-        closed = [r for r in rows if r["status"] == "Closed"]
-        counts = [len(rows), len(accepted), len(closed), sum(map(_won, rows))]
-        stages = ["received", "accepted", "closed", "won"]
+        rows = self.milestones
+        outcomes = Counter(r["outcome"] for r in rows)
+        accepted = [r for r in rows if r["status"] == "Active" or r["outcome"] in ("won", "lost")]
+        counts = [len(rows), len(accepted), *(outcomes[o] for o in OUTCOME_OF.values())]
+        assert outcomes["won"] + outcomes["lost"] <= len(accepted) and outcomes["declined"]
+        stages = ["received", "accepted", *OUTCOME_OF.values()]
         return Answer(
             ["step", "stage", "referrals"],
             [(n + 1, s, c) for n, (s, c) in enumerate(zip(stages, counts, strict=True))],
@@ -426,14 +607,8 @@ class Expectations:
 
     def deals_by_solution(self) -> Answer:
         by_id = {r["referral_id"]: r for r in self.overview}
-        members: dict[str, set[str]] = defaultdict(set)
-        for item in self.requirements:
-            if item["kind"] == "solutions":
-                label = item["name"] or item["item_id"] or None
-                if label is not None:
-                    members[label].add(item["referral_id"])
         rows = []
-        for label, ids in members.items():
+        for label, ids in self._solutions().items():
             refs = [by_id[i] for i in ids]
             won = [r for r in refs if _won(r)]
             deal = _sum([r["deal_value"] for r in refs])
@@ -532,6 +707,11 @@ def _normal(column: str, value: Any) -> Any:
 # (durations are exact to the microsecond everywhere).
 RELATIVE = {"win_rate", "median_days", "average_days"}
 ABSOLUTE = {"days_since_update": Decimal("0.01")}
+# Amounts in the reporting currency: SQLite multiplies (and adds) in floating point.
+ABSOLUTE |= {
+    name: Decimal("0.0002")
+    for name in ("deal_value_reporting", "pipeline_value_reporting", "won_value_reporting")
+}
 
 
 def _same(column: str, got: Any, want: Any) -> bool:
@@ -576,10 +756,12 @@ def run(
 
 
 VIEW_SQL = {
-    REFERRAL_OVERVIEW.name: "SELECT * FROM referral_overview ORDER BY referral_id",
-    REFERRAL_STATUS_CHANGES.name: (
-        "SELECT * FROM referral_status_changes ORDER BY referral_id, changed_at"
+    REFERRAL_OVERVIEW_V2.name: "SELECT * FROM referral_overview ORDER BY referral_id",
+    REFERRAL_STATUS_CHANGES_V2.name: (
+        "SELECT * FROM referral_status_changes ORDER BY referral_id, seen_at"
     ),
+    REFERRAL_MILESTONES.name: "SELECT * FROM referral_milestones ORDER BY referral_id",
+    REFERRAL_PIPELINE.name: "SELECT * FROM referral_pipeline ORDER BY referral_id",
 }
 
 
@@ -611,11 +793,16 @@ def test_every_query_and_view_answers_what_the_documents_say(engine: Engine) -> 
     where = engine.dialect.name
     for name, answer in answers.items():
         assert_rows(results[name], answer(), f"{where}: {name}")
-    overview = _view_answer(REFERRAL_OVERVIEW, expectations.overview)
-    assert_rows(results[REFERRAL_OVERVIEW.name], overview, f"{where}: referral_overview")
+    overview = _view_answer(REFERRAL_OVERVIEW_V2, expectations.overview)
+    assert_rows(results[REFERRAL_OVERVIEW_V2.name], overview, f"{where}: referral_overview")
     assert len(overview.rows) == 58 and not set(known.deleted) & {r[0] for r in overview.rows}
-    changes = _view_answer(REFERRAL_STATUS_CHANGES, expectations.changes)
-    assert_rows(results[REFERRAL_STATUS_CHANGES.name], changes, f"{where}: status changes")
+    changes = _view_answer(REFERRAL_STATUS_CHANGES_V2, expectations.changes)
+    assert_rows(results[REFERRAL_STATUS_CHANGES_V2.name], changes, f"{where}: status changes")
+    assert {c["time_source"] for c in expectations.changes} == {"api"}  # the sandbox sends them
+    milestones = _view_answer(REFERRAL_MILESTONES, expectations.milestones)
+    assert_rows(results[REFERRAL_MILESTONES.name], milestones, f"{where}: milestones")
+    pipeline = _view_answer(REFERRAL_PIPELINE, expectations.pipeline)
+    assert_rows(results[REFERRAL_PIPELINE.name], pipeline, f"{where}: pipeline")
     paths = Counter(len(c) for c in _status_paths(expectations.changes).values())
     assert paths[2] >= 1  # some referral went through two changes (e.g. New -> Active -> Closed)
 
@@ -672,6 +859,68 @@ def _insert_history(
     )
 
 
+_T0 = datetime(2026, 1, 5, 8, 0, 0, 123456, tzinfo=UTC)
+_ACTIVE_AT = _T0 + timedelta(days=5, microseconds=1)
+_CLOSED_AT = _T0 + timedelta(days=40, seconds=0.5)
+_NO_API_TIMES: list[dict[str, Any]] = [
+    {
+        "referral_id": "r-case",
+        "from_status": "Closed",
+        "from_substatus": "won",
+        "to_status": "Closed",
+        "to_substatus": "Won",
+        "previous_changed_at": _T0,
+        "changed_at": _T0 + timedelta(seconds=1),
+        "seconds_in_previous": Decimal("1"),
+        "days_in_previous": Decimal("0.000011"),
+    },
+    {
+        "referral_id": "r-nac",
+        "from_status": "New",
+        "from_substatus": "Pending",
+        "to_status": "Active",
+        "to_substatus": "Accepted",
+        "previous_changed_at": _T0,
+        "changed_at": _ACTIVE_AT,
+        "seconds_in_previous": Decimal("432000.000001"),
+        "days_in_previous": Decimal("5"),
+    },
+    {
+        "referral_id": "r-nac",
+        "from_status": "Active",
+        "from_substatus": "Accepted",
+        "to_status": "Closed",
+        "to_substatus": "Won",
+        "previous_changed_at": _ACTIVE_AT,
+        "changed_at": _CLOSED_AT,
+        "seconds_in_previous": Decimal("3024000.499999"),
+        "days_in_previous": Decimal("35.000005"),
+    },
+    {
+        "referral_id": "r-null",
+        "from_status": None,
+        "from_substatus": None,
+        "to_status": "New",
+        "to_substatus": None,
+        "previous_changed_at": _T0,
+        "changed_at": _T0 + timedelta(minutes=1),
+        "seconds_in_previous": Decimal("60"),
+        "days_in_previous": Decimal("0.000694"),
+    },
+    {
+        "referral_id": "r-sub",
+        "from_status": "New",
+        "from_substatus": "Pending",
+        "to_status": "New",
+        "to_substatus": "Received",
+        "previous_changed_at": _T0,
+        "changed_at": _T0 + timedelta(hours=1),
+        "seconds_in_previous": Decimal("3600"),
+        "days_in_previous": Decimal("0.041666"),
+    },
+]
+
+
 def test_new_active_closed_gives_two_changes_with_exact_durations(engine: Engine) -> None:
     """Versions that keep the status (only the deal value changed) are not changes, and the
     time in a status runs from when the status began, to the microsecond, on every database."""
@@ -697,64 +946,12 @@ def test_new_active_closed_gives_two_changes_with_exact_durations(engine: Engine
             ],
         )
     with session(engine) as conn:
-        columns, rows = run(conn, VIEW_SQL[REFERRAL_STATUS_CHANGES.name])
+        columns, rows = run(conn, VIEW_SQL[REFERRAL_STATUS_CHANGES_V2.name])
     found = [dict(zip(columns, r, strict=True)) for r in rows]
+    # No version has an updatedDateTime here: every change is timed by the sync (valid_from).
     assert [{k: v for k, v in r.items() if k != "history_id"} for r in found] == [
-        {
-            "referral_id": "r-case",
-            "from_status": "Closed",
-            "from_substatus": "won",
-            "to_status": "Closed",
-            "to_substatus": "Won",
-            "previous_changed_at": t0,
-            "changed_at": t0 + timedelta(seconds=1),
-            "seconds_in_previous": Decimal("1"),
-            "days_in_previous": Decimal("0.000011"),
-        },
-        {
-            "referral_id": "r-nac",
-            "from_status": "New",
-            "from_substatus": "Pending",
-            "to_status": "Active",
-            "to_substatus": "Accepted",
-            "previous_changed_at": t0,
-            "changed_at": active_at,
-            "seconds_in_previous": Decimal("432000.000001"),
-            "days_in_previous": Decimal("5"),
-        },
-        {
-            "referral_id": "r-nac",
-            "from_status": "Active",
-            "from_substatus": "Accepted",
-            "to_status": "Closed",
-            "to_substatus": "Won",
-            "previous_changed_at": active_at,
-            "changed_at": closed_at,
-            "seconds_in_previous": Decimal("3024000.499999"),
-            "days_in_previous": Decimal("35.000005"),
-        },
-        {
-            "referral_id": "r-null",
-            "from_status": None,
-            "from_substatus": None,
-            "to_status": "New",
-            "to_substatus": None,
-            "previous_changed_at": t0,
-            "changed_at": t0 + timedelta(minutes=1),
-            "seconds_in_previous": Decimal("60"),
-            "days_in_previous": Decimal("0.000694"),
-        },
-        {
-            "referral_id": "r-sub",
-            "from_status": "New",
-            "from_substatus": "Pending",
-            "to_status": "New",
-            "to_substatus": "Received",
-            "previous_changed_at": t0,
-            "changed_at": t0 + timedelta(hours=1),
-            "seconds_in_previous": Decimal("3600"),
-            "days_in_previous": Decimal("0.041666"),
-        },
+        {**change, "seen_at": change["changed_at"], "time_source": "sync"}
+        for change in _NO_API_TIMES
     ]
     ids = {r["history_id"] for r in found}
     with engine.connect() as conn:
@@ -832,6 +1029,7 @@ _KIND_TYPES: dict[str, type[sa.types.TypeEngine[Any]]] = {
     "money": sa.Numeric,
     "duration": sa.Numeric,
     "integer": sa.Integer,
+    "rate": sa.Numeric,
 }
 
 
@@ -848,8 +1046,9 @@ def test_views_have_exactly_the_described_columns(engine: Engine) -> None:
         for column in view.columns:
             kind = reflected[column.name]
             assert isinstance(kind, _KIND_TYPES[column.kind]), (view.name, column.name, kind)
-            if column.kind in ("money", "duration"):
-                assert kind.scale == (4 if column.kind == "money" else 6), (column.name, kind)
+            if column.kind in ("money", "duration", "rate"):
+                scale = {"money": 4, "duration": 6, "rate": 10}[column.kind]
+                assert kind.scale == scale, (view.name, column.name, kind)
 
 
 @pytest.mark.parametrize(
@@ -889,11 +1088,20 @@ def test_migrations_round_trip_drops_and_recreates_the_views(engine: Engine) -> 
     names = {v.name for v in VIEWS}
     assert db.current_revision(engine) == db.head_revision()
     try:
+        db.downgrade(engine, "0002")  # 0006 restores the views of 0002 and drops currency_rates
+        inspector = sa.inspect(engine)
+        assert set(inspector.get_view_names()) >= {v.name for v in VIEWS_0002}
+        assert not names - {v.name for v in VIEWS_0002} & set(inspector.get_view_names())
+        assert "currency_rates" not in inspector.get_table_names()
+        for view in VIEWS_0002:
+            with engine.connect() as conn:
+                keys = conn.execute(sa.text(f"SELECT * FROM {view.name} WHERE 1 = 0")).keys()
+            assert list(keys) == [c.name for c in view.columns], view.name
         db.downgrade(engine, "0001")
         assert db.current_revision(engine) == "0001"
         inspector = sa.inspect(engine)
         assert not names & set(inspector.get_view_names())
-        assert set(TABLES) <= set(inspector.get_table_names())
+        assert set(TABLES) - {"currency_rates"} <= set(inspector.get_table_names())
     finally:
         db.upgrade(engine)
     assert db.current_revision(engine) == db.head_revision()

@@ -147,6 +147,37 @@ def test_any_document_flattens_and_children_carry_the_parent_id(document: dict[s
         assert value is None or value.utcoffset().total_seconds() == 0
     if flat.etag is None:
         assert flat.content_hash is not None and len(flat.content_hash) == 64
+    # An empty string is NULL in every typed column; only the payload keeps it.
+    for table, rows in {"referrals": [flat.referral], **flat.children()}.items():
+        for row in rows:
+            assert "" not in [v for k, v in row.items() if k != "payload"], (table, row)
+
+
+def test_empty_strings_become_null_and_the_payload_keeps_them() -> None:
+    document = {
+        "id": "r-empty",
+        "name": "",
+        "status": "",
+        "eTag": "",
+        "details": {"currency": "", "notes": "", "requirements": {"products": [{"id": ""}]}},
+        "customerProfile": {"name": "", "address": {"country": ""}, "ids": {"": "x"}},
+        "team": [{"firstName": "", "email": ""}],
+        "target": [{"type": "", "id": ""}],
+    }
+    flat = flatten_referral(document, etag_header='"from-header"')
+    assert flat.referral["payload"]["details"]["currency"] == ""
+    assert {k: flat.referral[k] for k in ("name", "status", "currency", "notes", "etag")} == {
+        "name": None,
+        "status": None,
+        "currency": None,
+        "notes": None,
+        "etag": '"from-header"',
+    }
+    assert (flat.customer["name"], flat.customer["country"]) == (None, None)
+    assert [(r["profile_type"], r["value"]) for r in flat.customer_ids] == [(None, "x")]
+    assert (flat.contacts[0]["first_name"], flat.contacts[0]["email"]) == (None, None)
+    assert flat.requirements[0]["item_id"] is None
+    assert (flat.targets[0]["target_type"], flat.targets[0]["target_id"]) == (None, None)
 
 
 def test_odd_shapes() -> None:

@@ -1,0 +1,1 @@
+select * from {{ source('referrals_etl', 'referral_milestones') }}
