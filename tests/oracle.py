@@ -104,7 +104,7 @@ def expected_value(column: str, value: Any) -> Any:
             return value.lower() == "true"
         return None
     if isinstance(value, str):
-        return value or None  # schema.md: an empty string is stored as NULL in typed columns
+        return value or None  # an empty string is stored as NULL in typed columns
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

@@ -146,7 +146,7 @@ def test_each_auth_module_is_a_few_hundred_lines_at_most(path: Path) -> None:
 
 # Over the limit on this branch, in modules other work is changing (the run core, the CLI's
 # commands): reported as XFAIL (XPASS once they are back under it), never silently skipped.
-_OWNED_ELSEWHERE = {"etl/cli.py", "etl/store.py"}
+_OWNED_ELSEWHERE = {"etl/cli.py", "etl/store.py", "etl/views.py"}
 
 
 def _budget_case(path: Path) -> object:
