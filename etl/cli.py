@@ -368,6 +368,17 @@ def status(runs: int) -> None:
 @click.option(
     "--token", "tokens", multiple=True, help="Accept only this bearer token (repeatable)."
 )
+@click.option(
+    "--webhook-url",
+    help="POST a signed Partner Center callback here for every change the sandbox makes.",
+)
+@click.option(
+    "--webhook-ca-file",
+    default="sandbox-webhook-ca.pem",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="With --webhook-url: write the sandbox's test CA here (the receiver's webhook.ca_bundle).",
+)
 def sandbox(
     host: str,
     port: int,
@@ -377,6 +388,8 @@ def sandbox(
     throttle: float,
     no_304: bool,
     tokens: tuple[str, ...],
+    webhook_url: str | None,
+    webhook_ca_file: str,
 ) -> None:
     """Serve a simulated Referrals API (for trying the tool and for tests)."""
     from etl.sandbox import Sandbox, serve
@@ -390,7 +403,24 @@ def sandbox(
         f"sandbox: {count} referrals at http://{host}:{port}/v1.0 "
         f"(control: http://{host}:{port}/_sandbox/...); Ctrl-C stops it"
     )
-    serve(box, host=host, port=port)
+    if webhook_url is None:
+        serve(box, host=host, port=port)
+        return
+    from etl.sandbox.signing import TestAuthority
+    from etl.sandbox.webhooks import CertificateServer, WebhookSender
+
+    authority = TestAuthority()
+    Path(webhook_ca_file).write_bytes(authority.ca_pem())
+    with (
+        CertificateServer(authority) as certificates,
+        WebhookSender(box, webhook_url, authority, certificates.url()),
+    ):
+        click.echo(
+            f"sandbox: signed callbacks to {webhook_url}; for the receiver set "
+            f"REFERRALS_ETL_WEBHOOK_CA_BUNDLE={webhook_ca_file} "
+            f"REFERRALS_ETL_WEBHOOK_CERTIFICATE_HOSTS={certificates.host}"
+        )
+        serve(box, host=host, port=port)
 
 
 @cli.command()
@@ -425,6 +455,102 @@ def schedule(metrics_file: str | None, pushgateway: str | None) -> None:
         _emit_metrics(report, metrics_file, pushgateway)
 
     sys.exit(run_schedule(_state().settings(), on_report=on_report))
+
+
+# serve and webhook ---------------------------------------------------------------------
+
+
+@cli.command()
+@common_options
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0 in a container).",
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--no-schedule",
+    is_flag=True,
+    help="Receive and fetch only; the scheduled sync runs elsewhere (e.g. a CronJob).",
+)
+def serve(host: str, port: int, no_schedule: bool) -> None:
+    """Receive Partner Center's signed webhooks, fetch what they name, and run the schedule."""
+    from etl.webhooks.serve import run_serve
+
+    sys.exit(run_serve(_state().settings(), host, port, schedule=not no_schedule))
+
+
+@cli.group("webhook")
+def webhook_group() -> None:
+    """Partner Center's webhook registration: register, status, test."""
+
+
+@webhook_group.command("register")
+@common_options
+@click.argument("url")
+@click.option(
+    "--events",
+    help="Comma-separated event names (default: every referral event).",
+)
+def webhook_register(url: str, events: str | None) -> None:
+    """Register URL (the receiver's public https address) for the referral events."""
+    from etl.webhooks.registration import DEFAULT_EVENTS, registration_client
+
+    if not url.startswith("https://"):
+        raise click.UsageError("URL must be an https:// address Partner Center can reach")
+    names = [e.strip() for e in events.split(",") if e.strip()] if events else DEFAULT_EVENTS
+    with registration_client(_state().settings()) as client:
+        answer = client.register(url, names)
+    click.echo(f"registered {answer.get('WebhookUrl', url)} for {', '.join(names)}")
+    if answer.get("SubscriberId"):
+        click.echo(f"subscriber id: {answer['SubscriberId']}")
+
+
+@webhook_group.command("status")
+@common_options
+def webhook_status() -> None:
+    """Show the registration (URL and events), or that there is none."""
+    from etl.webhooks.registration import registration_client
+
+    with registration_client(_state().settings()) as client:
+        found = client.get()
+    if found is None:
+        click.echo("no webhook is registered: run `referrals-etl webhook register URL`")
+        sys.exit(1)
+    click.echo(f"url: {found.get('WebhookUrl', '-')}")
+    click.echo(f"events: {', '.join(found.get('WebhookEvents') or []) or '-'}")
+    if found.get("SubscriberId"):
+        click.echo(f"subscriber id: {found['SubscriberId']}")
+
+
+@webhook_group.command("test")
+@common_options
+@click.option(
+    "--wait",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds to wait for Partner Center to report the delivery.",
+)
+def webhook_test(wait: float) -> None:
+    """Have Partner Center send its validation event, and report how the delivery went."""
+    from etl.webhooks.registration import registration_client
+
+    with registration_client(_state().settings()) as client:
+        correlation = client.send_test()
+        click.echo(f"test event sent (correlation id {correlation}); waiting for its delivery")
+        attempts = client.wait_for_test(correlation, wait)
+    if not attempts:
+        click.echo(f"no delivery reported within {wait:g}s; try `webhook test` again later")
+        sys.exit(4)
+    for attempt in attempts:
+        click.echo(
+            f"{attempt.get('dateTimeUtc', '-')}: response {attempt.get('responseCode', '-')} "
+            f"{attempt.get('responseMessage') or ''} {attempt.get('systemError') or ''}".rstrip()
+        )
+    delivered = any(str(a.get("responseCode", "")).startswith("2") for a in attempts)
+    sys.exit(0 if delivered else 1)
 
 
 # auth ------------------------------------------------------------------------------------

@@ -1,0 +1,310 @@
+"""The webhook receiver end to end: signed callbacks from the sandbox's test CA, the real
+receiver (aiohttp on a TCP port), the real databases through the migrations, the sandbox's API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from conftest import count_rows, rows_of
+from sqlalchemy.engine import Engine
+from webhook_harness import (
+    api_gets,
+    event_body,
+    receiver,
+    signed,
+    stored_etags,
+    wait_until,
+    webhook_settings,
+)
+
+from etl import store
+from etl.sandbox import Sandbox
+from etl.sandbox.signing import TestAuthority, issue, make_ca
+from etl.sandbox.webhooks import CertificateServer, WebhookSender, signed_headers
+from etl.webhooks import ledger
+from etl.webhooks.events import parse_event
+
+SQL_DIALECTS = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(scope="module")
+def authority() -> TestAuthority:
+    return TestAuthority()
+
+
+@pytest.fixture(scope="module")
+def certs(authority: TestAuthority) -> Iterator[CertificateServer]:
+    """The allowed certificate host, also serving the wrong certificates under other names."""
+    with CertificateServer(authority) as server:
+        server.certificates["impostor.cer"] = issue(authority.root, organization="Contoso").der()
+        server.certificates["self-signed.cer"] = issue(None).der()
+        server.certificates["expired.cer"] = issue(authority.root, valid_days=(-30, -1)).der()
+        server.certificates["foreign.cer"] = issue(make_ca()).der()
+        yield server
+
+
+@pytest.fixture(scope="module")
+def elsewhere(authority: TestAuthority) -> Iterator[CertificateServer]:
+    """A certificate host NOT on the allowlist, serving the genuine certificate."""
+    with CertificateServer(authority) as server:
+        yield server
+
+
+@pytest.fixture
+def ca_file(authority: TestAuthority, tmp_path: Path) -> Path:
+    path = tmp_path / "ca.pem"
+    path.write_bytes(authority.ca_pem())
+    return path
+
+
+@pytest.fixture(params=SQL_DIALECTS)
+def sql_engine(
+    request: pytest.FixtureRequest, database_urls: dict[str, str | Exception], tmp_path: Path
+) -> Iterator[Engine]:
+    from conftest import make_engine
+
+    built = make_engine(request.param, database_urls, tmp_path)
+    yield built
+    built.dispose()
+
+
+def test_changes_in_the_sandbox_reach_sql_through_signed_callbacks(
+    sql_engine: Engine, authority: TestAuthority, certs: CertificateServer, ca_file: Path
+) -> None:
+    box = Sandbox(count=30, seed=3)
+    settings = webhook_settings(sql_engine, ca_file, certs.host)
+    with receiver(settings, box) as url:
+        with WebhookSender(box, url + "/webhooks/partner-center", authority, certs.url()) as sender:
+            changed = box.change(ids=box.ids[:5])
+            added = box.add(2)
+            wanted = {i: box.etag(i) for i in changed + added}
+            wait_until(lambda: all(stored_etags(sql_engine).get(i) == e for i, e in wanted.items()))
+        assert {d.status for d in sender.deliveries} == {200}
+    events = rows_of(sql_engine, "webhook_events", order_by="id")
+    assert {e["referral_id"] for e in events} == set(wanted)
+    assert all(e["processed_at"] is not None for e in events)
+    assert {e["event_name"] for e in events} == {"referral-updated", "referral-created"}
+    sources = {r["referral_id"]: r["source"] for r in rows_of(sql_engine, "sync_state")}
+    assert set(sources) == set(wanted) and set(sources.values()) == {"webhook"}
+    runs = rows_of(sql_engine, "sync_runs")
+    assert runs and {r["trigger"] for r in runs} == {"webhook"}
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    return httpx.post(url, content=body, headers=headers, timeout=30)
+
+
+def test_refused_callbacks_are_4xx_and_change_nothing(
+    sql_engine: Engine,
+    authority: TestAuthority,
+    certs: CertificateServer,
+    elsewhere: CertificateServer,
+    ca_file: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    box = Sandbox(count=5, seed=4)
+    rid = box.ids[0]
+    body = event_body(rid)
+    good = signed(authority, certs, body)
+    impostor_key = issue(authority.root, organization="Contoso")
+    cases: dict[str, tuple[bytes, dict[str, str], int]] = {
+        "forged signature": (
+            body,
+            {**good, "authorization": "Signature " + authority.sign(b"x")},
+            401,
+        ),
+        "body changed after signing": (event_body(box.ids[1]), good, 401),
+        "impostor (right CA, wrong organization)": (
+            body,
+            signed_headers(body, impostor_key.sign(body), certs.url("impostor.cer")),
+            403,
+        ),
+        "self-signed": (body, {**good, "x-ms-certificate-url": certs.url("self-signed.cer")}, 401),
+        "expired": (body, {**good, "x-ms-certificate-url": certs.url("expired.cer")}, 401),
+        "another CA": (body, {**good, "x-ms-certificate-url": certs.url("foreign.cer")}, 401),
+        "host not on the allowlist": (body, {**good, "x-ms-certificate-url": elsewhere.url()}, 403),
+        "plain http certificate URL": (
+            body,
+            {**good, "x-ms-certificate-url": certs.url().replace("https:", "http:")},
+            403,
+        ),
+        "missing signature": (body, {k: v for k, v in good.items() if k != "authorization"}, 401),
+        "missing certificate URL": (
+            body,
+            {k: v for k, v in good.items() if k != "x-ms-certificate-url"},
+            401,
+        ),
+        "wrong algorithm": (body, {**good, "x-ms-signature-algorithm": "rsa-sha1"}, 401),
+        "non-JSON body": (b"not json", signed(authority, certs, b"not json"), 400),
+        "not a referral event": (
+            event_body(rid, name="customer-created"),
+            signed(authority, certs, event_body(rid, name="customer-created")),
+            400,
+        ),
+        "id that is no id": (
+            event_body("not.an.id"),
+            signed(authority, certs, event_body("not.an.id")),
+            400,
+        ),
+        "too large": (b"{" + b" " * 70_000 + b"}", signed(authority, certs, b"{}"), 413),
+    }
+    settings = webhook_settings(sql_engine, ca_file, certs.host)
+    with receiver(settings, box) as url:
+        target = url + "/webhooks/partner-center"
+        for name, (payload, headers, status) in cases.items():
+            answer = _post(target, payload, headers)
+            assert answer.status_code == status, name
+        metrics = httpx.get(url + "/metrics").text
+        time.sleep(0.3)  # give a (wrongly) woken worker the chance to fetch
+    assert elsewhere.downloads.total() == 0  # nothing downloaded from a host off the allowlist
+    counts = count_rows(sql_engine)
+    assert counts["webhook_events"] == 0 and counts["sync_state"] == 0 and counts["referrals"] == 0
+    assert counts["sync_runs"] == 0
+    assert box.stats.by_kind.get("get", 0) == 0
+    assert 'referrals_etl_webhook_rejected_total{reason="bad_signature"} 2.0' in metrics
+    assert 'referrals_etl_webhook_callbacks_total{outcome="rejected"} 15.0' in metrics
+    refused = [r for r in caplog.records if r.getMessage().startswith("webhook refused")]
+    assert len(refused) == len(cases)  # one line each
+    assert all("not json" not in r.getMessage() for r in refused)
+
+
+def test_five_deliveries_of_one_event_fetch_it_at_most_twice(
+    sql_engine: Engine, authority: TestAuthority, certs: CertificateServer, ca_file: Path
+) -> None:
+    box = Sandbox(count=5, seed=5)
+    rid = box.ids[2]
+    body = event_body(rid)
+    headers = signed(authority, certs, body)
+    settings = webhook_settings(sql_engine, ca_file, certs.host)
+    with receiver(settings, box) as url:
+        target = url + "/webhooks/partner-center"
+
+        async def deliver_five() -> list[int]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                first = await client.post(target, content=body, headers=headers)
+                rest = await asyncio.gather(
+                    *(client.post(target, content=body, headers=headers) for _ in range(3))
+                )
+                await asyncio.sleep(0.2)
+                last = await client.post(target, content=body, headers=headers)
+                return [r.status_code for r in (first, *rest, last)]
+
+        assert asyncio.run(deliver_five()) == [200] * 5
+        wait_until(lambda: stored_etags(sql_engine).get(rid) == box.etag(rid))
+        wait_until(lambda: ledger.pending_count(sql_engine) == 0)
+    assert 1 <= api_gets(box, rid) <= 2
+    assert len(rows_of(sql_engine, "webhook_events")) == 1
+
+
+def test_a_burst_of_300_callbacks_from_16_senders(
+    sql_engine: Engine, authority: TestAuthority, certs: CertificateServer, ca_file: Path
+) -> None:
+    box = Sandbox(count=300, seed=6)
+    bodies = [event_body(i) for i in box.ids]
+    settings = webhook_settings(sql_engine, ca_file, certs.host)
+    with receiver(settings, box) as url:
+        target = url + "/webhooks/partner-center"
+
+        async def burst() -> list[tuple[int, float]]:
+            queue: asyncio.Queue[bytes] = asyncio.Queue()
+            for body in bodies:
+                queue.put_nowait(body)
+            results: list[tuple[int, float]] = []
+
+            async def sender() -> None:
+                async with httpx.AsyncClient(timeout=60) as client:
+                    while not queue.empty():
+                        body = queue.get_nowait()
+                        started = time.perf_counter()
+                        answer = await client.post(
+                            target, content=body, headers=signed(authority, certs, body)
+                        )
+                        results.append((answer.status_code, time.perf_counter() - started))
+
+            await asyncio.gather(*(sender() for _ in range(16)))
+            return results
+
+        results = asyncio.run(burst())
+        acked = time.perf_counter()
+        assert [s for s, _ in results] == [200] * 300
+        wait_until(lambda: len(stored_etags(sql_engine)) == 300, timeout=120)
+        stored_after = time.perf_counter() - acked
+    latencies = sorted(t for _, t in results)
+    # Reported, never asserted (bench/webhooks.py measures it on its own).
+    print(
+        f"\n300 callbacks / 16 senders ({sql_engine.dialect.name}): ack p50 "
+        f"{latencies[149]:.3f}s p99 {latencies[296]:.3f}s; all stored {stored_after:.1f}s after"
+    )
+    assert count_rows(sql_engine)["webhook_events"] == 300
+
+
+def test_worker_holds_its_own_lease_beside_a_scheduled_sync(
+    sqlite_engine: Engine, authority: TestAuthority, certs: CertificateServer, ca_file: Path
+) -> None:
+    box = Sandbox(count=5, seed=7)
+    store.acquire_lock(sqlite_engine, "sync", "a long scheduled sync", 3600)
+    rid = box.ids[0]
+    body = event_body(rid)
+    settings = webhook_settings(sqlite_engine, ca_file, certs.host)
+    with receiver(settings, box) as url:
+        answer = _post(url + "/webhooks/partner-center", body, signed(authority, certs, body))
+        assert answer.status_code == 200
+        wait_until(lambda: rid in stored_etags(sqlite_engine))
+    with sqlite_engine.connect() as conn:
+        locks = conn.execute(sa.text("SELECT name, owner FROM sync_locks")).all()
+    assert locks == [("sync", "a long scheduled sync")]  # untouched, and ours released
+
+
+def test_certificate_is_downloaded_once_for_many_callbacks(
+    sqlite_engine: Engine, authority: TestAuthority, ca_file: Path
+) -> None:
+    box = Sandbox(count=40, seed=8)
+    with CertificateServer(authority) as own:
+        settings = webhook_settings(sqlite_engine, ca_file, own.host)
+        with receiver(settings, box) as url:
+            target = url + "/webhooks/partner-center"
+
+            async def many() -> list[int]:
+                async with httpx.AsyncClient(timeout=30) as client:
+                    answers = await asyncio.gather(
+                        *(
+                            client.post(
+                                target,
+                                content=event_body(i),
+                                headers={
+                                    **signed(authority, own, event_body(i)),
+                                    # the x-ms-signature form of the header
+                                    "x-ms-signature": authority.sign(event_body(i)),
+                                    "authorization": "",
+                                },
+                            )
+                            for i in box.ids
+                        )
+                    )
+                    return [a.status_code for a in answers]
+
+            assert asyncio.run(many()) == [200] * 40
+            health = httpx.get(url + "/healthz")
+            metrics = httpx.get(url + "/metrics").text
+        assert own.downloads.total() == 1
+    assert health.status_code == 200
+    assert "referrals_etl_webhook_certificate_downloads_total 1.0" in metrics
+
+
+def test_event_parsing() -> None:
+    event = parse_event(event_body("ABCDEF01-2345-6789-ABCD-EF0123456789"))
+    assert event.referral_id == "abcdef01-2345-6789-abcd-ef0123456789"
+    assert event.changed_at is not None and event.changed_at.microsecond == 123456
+    body = json.loads(event_body("x1"))
+    body["ResourceChangeUtcDate"] = "yesterday"
+    assert parse_event(json.dumps(body).encode()).changed_at is None
