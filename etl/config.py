@@ -250,6 +250,15 @@ class WebhookSettings:
         ),
     )
 
+    lock_lease: float = field(
+        default=30.0,
+        metadata=_key(
+            "lease of the worker's run lock ('webhook'); after a crash the next worker waits "
+            "at most this long",
+            duration=True,
+        ),
+    )
+
     def certificate_host_list(self) -> tuple[str, ...]:
         """The allowlist, lower-case, without blanks."""
         return tuple(h.strip().lower() for h in self.certificate_hosts.split(",") if h.strip())

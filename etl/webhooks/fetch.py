@@ -54,7 +54,8 @@ def fetch_ids(
     options = RunOptions(
         trigger=TRIGGER, lock_name=LEASE, transport=transport, auth=auth, use_lock=True
     )
-    report = run_backfill(settings, engine, (TrackedId(i, SOURCE) for i in ids), options)
+    leased = settings.replace(sync={"lock_lease": settings.webhook.lock_lease})
+    report = run_backfill(leased, engine, (TrackedId(i, SOURCE) for i in ids), options)
     counts = report.counts
     return FetchSummary(
         run_id=report.run_id,
