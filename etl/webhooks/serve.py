@@ -134,7 +134,11 @@ async def _serve(
         if on_ready is not None:
             on_ready(bound)
         await stop.wait()
-        log.warning("stopping: %s", stop.reason or "stop requested")
+        log.log(
+            logging.WARNING if stop.signum is not None else logging.INFO,
+            "stopping: %s",
+            stop.reason or "stop requested",
+        )
     finally:
         await runner.cleanup()  # no new callbacks; those in flight are answered
         if worker_task is not None:
