@@ -90,6 +90,9 @@ def test_changes_in_the_sandbox_reach_sql_through_signed_callbacks(
             wanted = {i: box.etag(i) for i in changed + added}
             wait_until(lambda: all(stored_etags(sql_engine).get(i) == e for i, e in wanted.items()))
         assert {d.status for d in sender.deliveries} == {200}
+        metrics = httpx.get(url + "/metrics").text
+    # Each one counted as new (a new event wakes the worker; a duplicate does not).
+    assert 'referrals_etl_webhook_callbacks_total{outcome="accepted"} 7.0' in metrics
     events = rows_of(sql_engine, "webhook_events", order_by="id")
     assert {e["referral_id"] for e in events} == set(wanted)
     assert all(e["processed_at"] is not None for e in events)
@@ -308,3 +311,36 @@ def test_event_parsing() -> None:
     body = json.loads(event_body("x1"))
     body["ResourceChangeUtcDate"] = "yesterday"
     assert parse_event(json.dumps(body).encode()).changed_at is None
+
+
+def test_recording_an_event_is_once_and_makes_its_id_due(engine: Engine) -> None:
+    """On every database: a repeated event inserts nothing and says so (the receiver wakes
+    the worker only for a new one); the id is due at once, also when it was tracked already."""
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 12, 2, 1, 0, 0, 123456, tzinfo=UTC)
+    first = parse_event(event_body("a1", when="2026-12-02T00:59:59.1234567Z"))
+    again = parse_event(event_body("a1", when="2026-12-02T00:59:59.1234567Z"))
+    later = parse_event(event_body("a1", when="2026-12-02T01:00:00Z"))
+    store.track_ids(engine, [("b2", "file")], now + timedelta(days=1))
+    other = parse_event(event_body("b2", name="referral-created"))
+    assert ledger.record_event(engine, first, now) is True
+    assert ledger.record_event(engine, again, now + timedelta(seconds=1)) is False
+    assert ledger.record_event(engine, later, now + timedelta(seconds=2)) is True
+    assert ledger.record_event(engine, other, now + timedelta(seconds=3)) is True
+    state = {r["referral_id"]: r for r in rows_of(engine, "sync_state")}
+    assert state["a1"]["source"] == "webhook"
+    assert state["a1"]["next_attempt_at"] == now + timedelta(seconds=2)  # the later event
+    assert state["b2"]["source"] == "file"  # tracked before: made due, source kept
+    assert state["b2"]["next_attempt_at"] == now + timedelta(seconds=3)
+    assert ledger.due_ids(engine, 10) == ["a1", "b2"]
+    assert ledger.pending_count(engine) == 3
+    done = ledger.mark_processed(engine, ["a1"], now + timedelta(seconds=1), now)
+    assert done == 1  # the event received after the cut-off stays due
+    assert ledger.due_ids(engine, 10) == ["a1", "b2"]
+    events = rows_of(engine, "webhook_events", order_by="id")
+    assert [e["resource_change_utc_date"] for e in events] == [
+        "2026-12-02T00:59:59.1234567Z",
+        "2026-12-02T01:00:00Z",
+        "2026-12-02T01:02:03.1234567Z",
+    ]

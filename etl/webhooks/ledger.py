@@ -45,16 +45,17 @@ def record_event(engine: Engine, event: WebhookEvent, now: datetime) -> bool:
 
 
 def _insert_new(conn: Connection, row: dict[str, Any]) -> bool:
-    """INSERT unless the same event is there (the unique key); True when a row was inserted."""
-    name = conn.dialect.name
-    stmt: Any
-    if name in {"mysql", "mariadb"}:
-        stmt = mysql.insert(webhook_events).prefix_with("IGNORE")
-    elif name == "postgresql":
-        stmt = postgresql.insert(webhook_events).on_conflict_do_nothing()
-    else:
-        stmt = sqlite.insert(webhook_events).on_conflict_do_nothing()
-    return bool(conn.execute(stmt, [row]).rowcount == 1)
+    """INSERT unless the same event is there (the unique key); True when a row was inserted.
+
+    PostgreSQL and SQLite say so with RETURNING (SQLAlchemy adds RETURNING to PostgreSQL
+    inserts itself, which leaves no row count); MariaDB's INSERT IGNORE with its row count.
+    """
+    if conn.dialect.name in {"mysql", "mariadb"}:
+        ignored = mysql.insert(webhook_events).prefix_with("IGNORE")
+        return bool(conn.execute(ignored, row).rowcount == 1)
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(webhook_events).on_conflict_do_nothing().returning(webhook_events.c.id)
+    return conn.execute(stmt, row).first() is not None
 
 
 def _make_due(conn: Connection, referral_id: str, now: datetime) -> None:
@@ -76,7 +77,7 @@ def _make_due(conn: Connection, referral_id: str, now: datetime) -> None:
         stmt = stmt.on_conflict_do_update(
             index_elements=["referral_id"], set_={"next_attempt_at": stmt.excluded.next_attempt_at}
         )
-    conn.execute(stmt, [row])
+    conn.execute(stmt, row)
 
 
 def due_ids(engine: Engine, limit: int) -> list[str]:
