@@ -188,3 +188,82 @@ def test_a_writer_that_dies_mid_run_ends_it_with_exit_5(
     assert rows_of(engine, "sync_locks") == []
     assert [r for r in rows_of(engine, "sync_state") if r["consecutive_failures"]] == []
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_refusing_connections_for_10s_mid_backfill(
+    database_urls: dict[str, Any], tmp_path: Path
+) -> None:
+    """The scratch database refuses every connection for 10 s in the middle of an 8,000-id
+    backfill (its sessions killed too): the run ends by itself, riding the outage out or with
+    exit 5, its lease is released, and the next run completes."""
+    from conftest import POSTGRES_URL
+
+    from etl import db
+
+    engine = make_engine("postgres", database_urls, tmp_path)
+    name = engine.url.database
+    assert name is not None and name.startswith("etl_test_")  # never `test` itself
+    box = Sandbox(count=8000, seed=25)
+    box.faults.accepted_tokens = {TOKEN}
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(box.ids) + "\n")
+    admin = db.create_engine_for(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+
+    def allow(flag: bool) -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(flag).lower()}'))
+            if not flag:
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+
+    with ServerThread(box) as server:
+        env = _env(engine.url.render_as_string(hide_password=False), server.base_url)
+        env["REFERRALS_ETL_SYNC_BATCH_SIZE"] = "50"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "etl", "backfill", str(ids_file)],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while _stored(engine) < 2000 and process.poll() is None:
+                assert time.monotonic() < deadline, "the backfill made no progress"
+                time.sleep(0.05)
+            engine.dispose()
+            assert process.poll() is None, "the backfill ended before the outage"
+            allow(False)
+            time.sleep(10)
+            allow(True)
+            try:
+                _out, err = process.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the run did not end by itself after the outage")
+        finally:
+            allow(True)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode in (0, 5), err
+        assert rows_of(engine, "sync_locks") == []
+        [run] = rows_of(engine, "sync_runs")
+        assert run["status"] == ("succeeded" if process.returncode == 0 else "failed")
+        again = subprocess.run(
+            [sys.executable, "-m", "etl", "backfill", str(ids_file)],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=300,
+        )
+    assert again.returncode == 0, again.stderr
+    assert _stored(engine) == 8000
+    assert rows_of(engine, "sync_locks") == []
+    admin.dispose()
+    engine.dispose()
