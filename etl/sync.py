@@ -527,6 +527,8 @@ def _ending(
     """The run's status and what to raise (None: return the report)."""
     if isinstance(error, ValueRefused):  # refused outside a batch write: the database's fault
         error = failure(engine, error.cause)
+    elif isinstance(error, sa.exc.SQLAlchemyError):  # a call made outside ``Database`` (discovery)
+        error = failure(engine, error)
     if error is None or isinstance(error, StopRequested):
         if stop.reason == _LEASE_LOST:
             report.message = f"{_LEASE_LOST}; stopped after committing in-flight work"

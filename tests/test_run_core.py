@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import TOKEN, backfill, make_engine, rows_of
+from conftest import TOKEN, backfill, make_engine, rows_of, settings_for
 from sqlalchemy.engine import Engine
 
 from etl import store
@@ -267,3 +267,47 @@ def test_postgres_refusing_connections_for_10s_mid_backfill(
     assert rows_of(engine, "sync_locks") == []
     admin.dispose()
     engine.dispose()
+
+
+def test_a_stop_ends_a_long_retry_after_wait_at_once(sqlite_engine: Engine) -> None:
+    """Every worker waits out a 10-minute Retry-After; a stop request ends the wait, the run is
+    recorded as interrupted and its lease released (no wait outlives a stop)."""
+    import httpx
+
+    from etl.auth import BearerAuth, StaticTokenProvider
+    from etl.errors import InterruptedRunError
+    from etl.ids import TrackedId
+    from etl.sync import RunOptions, run_backfill
+
+    asked = threading.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.set()
+        return httpx.Response(429, headers={"Retry-After": "600"})
+
+    options = RunOptions(
+        transport=httpx.MockTransport(handler), auth=BearerAuth(StaticTokenProvider("t"))
+    )
+    ids = [TrackedId(f"id-{n}", "file") for n in range(50)]
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = run_backfill(
+                settings_for(sqlite_engine), sqlite_engine, ids, options
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert asked.wait(30)
+    options.stop.request("SIGTERM", 15)
+    thread.join(30)  # a deadline against a hang, not a measured duration
+    assert not thread.is_alive(), "the run kept waiting after the stop request"
+    error = outcome.get("error")
+    assert isinstance(error, InterruptedRunError) and error.exit_code == 143
+    assert error.report is not None and error.report.status == "interrupted"
+    [run_row] = rows_of(sqlite_engine, "sync_runs")
+    assert run_row["status"] == "interrupted"
+    assert rows_of(sqlite_engine, "sync_locks") == []
