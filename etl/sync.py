@@ -460,7 +460,12 @@ async def _run(
             exc.report = report
             raise
         except ValueRefused as exc:
-            raise failure(engine, exc.cause) from exc.cause
+            refused = failure(engine, exc.cause)
+            refused.report = report
+            raise refused from exc.cause
+        except EtlError as exc:
+            exc.report = report
+            raise
     error: BaseException | None = None
     try:
         if not options.dry_run:
