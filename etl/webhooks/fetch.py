@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 
 from etl.config import Settings
 from etl.ids import TrackedId
+from etl.stopping import StopRequest
 from etl.sync import RunOptions, run_backfill
 from etl.webhooks.ledger import SOURCE
 
@@ -45,14 +46,16 @@ def fetch_ids(
     *,
     transport: httpx.AsyncBaseTransport | None,
     auth: httpx.Auth | None,
+    stop: StopRequest,
 ) -> FetchSummary:
     """Fetch ``ids`` through the run core (one run, trigger ``webhook``) and store them.
 
-    Blocking: call it from a thread. Raises what a run raises (``LockHeldError`` when another
-    replica's worker holds the lease, ``ApiUnavailableError``, ``AuthError``, ...).
+    Blocking: call it from a thread. ``stop`` (serve's) ends the run early, recorded as
+    interrupted. Raises what a run raises (``LockHeldError`` when another replica's worker
+    holds the lease, ``ApiUnavailableError``, ``AuthError``, ``InterruptedRunError`` ...).
     """
     options = RunOptions(
-        trigger=TRIGGER, lock_name=LEASE, transport=transport, auth=auth, use_lock=True
+        trigger=TRIGGER, lock_name=LEASE, transport=transport, auth=auth, use_lock=True, stop=stop
     )
     leased = settings.replace(sync={"lock_lease": settings.webhook.lock_lease})
     report = run_backfill(leased, engine, (TrackedId(i, SOURCE) for i in ids), options)

@@ -101,7 +101,7 @@ async def _serve(
     )
 
     def fetch(ids: Sequence[str]) -> FetchSummary:
-        return fetch_ids(settings, engine, ids, transport=transport, auth=auth)
+        return fetch_ids(settings, engine, ids, transport=transport, auth=auth, stop=stop)
 
     worker = Worker(
         engine,

@@ -18,7 +18,14 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy.engine import Engine
 
-from etl.errors import AuthError, ConfigError, EtlError, LockHeldError, SchemaNotAtHeadError
+from etl.errors import (
+    AuthError,
+    ConfigError,
+    EtlError,
+    InterruptedRunError,
+    LockHeldError,
+    SchemaNotAtHeadError,
+)
 from etl.stopping import StopRequest
 from etl.store import utcnow
 from etl.webhooks import ledger
@@ -106,6 +113,9 @@ class Worker:
             self.metrics.runs.labels("lock_held").inc()
             log.info("webhook worker: another replica's worker is running; trying again shortly")
             self._backoff = 1.0
+            return 0
+        except InterruptedRunError:
+            log.info("webhook worker: stopped mid-run; its events stay due for the next start")
             return 0
         except _FATAL as exc:
             self.metrics.runs.labels("failed").inc()
