@@ -344,3 +344,26 @@ def test_recording_an_event_is_once_and_makes_its_id_due(engine: Engine) -> None
         "2026-12-02T01:00:00Z",
         "2026-12-02T01:02:03.1234567Z",
     ]
+
+
+def test_a_fetch_that_fails_is_tried_again_by_the_worker(
+    sqlite_engine: Engine, authority: TestAuthority, certs: CertificateServer, ca_file: Path
+) -> None:
+    """The API fails the first run's every attempt (503s): the event stays due, the worker
+    tries again after its backoff and the referral is stored, with no scheduled sync."""
+    box = Sandbox(count=3, seed=12)
+    rid = box.ids[0]
+    body = event_body(rid)
+    settings = webhook_settings(sqlite_engine, ca_file, certs.host)
+    with receiver(settings, box) as url:
+        box.faults.fail_next = 3  # api.max_attempts in these tests
+        answer = _post(url + "/webhooks/partner-center", body, signed(authority, certs, body))
+        assert answer.status_code == 200
+        wait_until(lambda: stored_etags(sqlite_engine).get(rid) == box.etag(rid))
+    runs = rows_of(sqlite_engine, "sync_runs", order_by="id")
+    assert [(r["trigger"], r["status"]) for r in runs] == [
+        ("webhook", "partial"),
+        ("webhook", "succeeded"),
+    ]
+    [event] = rows_of(sqlite_engine, "webhook_events")
+    assert event["processed_at"] is not None

@@ -114,6 +114,26 @@ def mark_processed(
     return done
 
 
+def failed_again(engine: Engine, ids: Sequence[str], since: datetime, below: int) -> set[str]:
+    """Of ``ids``, those whose attempt since ``since`` failed, fewer than ``below`` times in a
+    row (the worker tries them again; after that the scheduled sync's backoff takes over)."""
+    found: set[str] = set()
+    with engine.connect() as conn:
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = list(ids[start : start + _IN_CHUNK])
+            found.update(
+                conn.execute(
+                    sa.select(sync_state.c.referral_id).where(
+                        sync_state.c.referral_id.in_(chunk),
+                        sync_state.c.last_attempt_at >= since,
+                        sync_state.c.consecutive_failures >= 1,
+                        sync_state.c.consecutive_failures < below,
+                    )
+                ).scalars()
+            )
+    return found
+
+
 def received_times(engine: Engine, ids: Sequence[str], processed_at: datetime) -> list[datetime]:
     """When the events just marked processed at ``processed_at`` were received (for the lag)."""
     with engine.connect() as conn:

@@ -4,8 +4,9 @@ Woken at once by the receiver after each accepted event, and every ``webhook.pol
 anyway (events another replica accepted, or that were accepted before a restart). Each round
 takes up to ``webhook.batch_size`` ids (each id once, however many events name it), fetches
 them in one run through :func:`etl.webhooks.fetch.fetch_ids`, then marks processed the events
-received before the round began. A round that fails leaves its events due and the worker backs
-off (1 s doubling to 60 s); errors no later round can cure (authentication, schema, settings)
+received before the round began, except those of referrals that failed (tried again, at most
+:data:`WORKER_ATTEMPTS` times in a row). A round that fails leaves its events due and the worker
+backs off (1 s doubling to 60 s); errors no later round can cure (authentication, schema, settings)
 stop `serve` with their exit code.
 """
 
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 Fetch = Callable[[Sequence[str]], FetchSummary]
 _FATAL: tuple[type[EtlError], ...] = (AuthError, ConfigError, SchemaNotAtHeadError)
 _BACKOFF_MAX = 60.0
+# A referral whose fetch failed is tried again by the worker (after 2 s, 4 s) until it has
+# failed this many times in a row; then its event is done and the scheduled sync's backoff
+# (sync_state.next_attempt_at) takes over, so one bad referral cannot keep the worker busy.
+WORKER_ATTEMPTS = 3
 
 
 class Worker:
@@ -133,10 +138,16 @@ class Worker:
                 exc,
             )
             return 0
-        self._backoff = 0.0
+        retry: set[str] = set()
+        if summary.failed:
+            retry = await asyncio.to_thread(
+                ledger.failed_again, self.engine, ids, started, WORKER_ATTEMPTS
+            )
+        self._backoff = min(_BACKOFF_MAX, max(2.0, self._backoff * 2)) if retry else 0.0
+        done = [i for i in ids if i not in retry]
         now = utcnow()
-        await asyncio.to_thread(ledger.mark_processed, self.engine, ids, started, now)
-        received = await asyncio.to_thread(ledger.received_times, self.engine, ids, now)
+        await asyncio.to_thread(ledger.mark_processed, self.engine, done, started, now)
+        received = await asyncio.to_thread(ledger.received_times, self.engine, done, now)
         for at in received:
             self.metrics.lag.observe(max(0.0, (now - at).total_seconds()))
         self.metrics.runs.labels("partial" if summary.failed else "succeeded").inc()
