@@ -367,3 +367,105 @@ def test_a_fetch_that_fails_is_tried_again_by_the_worker(
     ]
     [event] = rows_of(sqlite_engine, "webhook_events")
     assert event["processed_at"] is not None
+
+
+def test_without_its_database_the_receiver_is_unhealthy_and_asks_for_redelivery(
+    authority: TestAuthority, certs: CertificateServer, ca_file: Path
+) -> None:
+    """/healthz 503, and a valid callback 503 (Partner Center delivers it again): nothing is
+    acknowledged that was not committed."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from etl import db
+    from etl.config import WebhookSettings
+    from etl.webhooks.app import Receiver, build_app
+    from etl.webhooks.metrics import ServeMetrics
+    from etl.webhooks.verify import CallbackVerifier
+
+    engine = db.create_engine_for("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    body = event_body("c3")
+    hooks = WebhookSettings(ca_bundle=str(ca_file), certificate_hosts=certs.host)
+
+    async def ask() -> tuple[int, int, str]:
+        metrics = ServeMetrics()
+        verifier = CallbackVerifier(hooks)
+        app = build_app(Receiver(engine, verifier, metrics, max_body_bytes=65536), hooks.path)
+        try:
+            async with TestClient(TestServer(app)) as client:
+                health = await client.get("/healthz")
+                hook = await client.post(
+                    hooks.path, data=body, headers=signed(authority, certs, body)
+                )
+                return health.status, hook.status, metrics.render().decode()
+        finally:
+            await verifier.aclose()
+
+    health, hook, metrics = asyncio.run(ask())
+    engine.dispose()
+    assert (health, hook) == (503, 503)
+    assert 'referrals_etl_webhook_callbacks_total{outcome="error"} 1.0' in metrics
+
+
+def test_the_sandbox_command_sends_signed_callbacks(sqlite_engine: Engine, tmp_path: Path) -> None:
+    """`referrals-etl sandbox --webhook-url URL`: its changes reach a receiver that trusts
+    the CA file it writes, and only that (the certificate host it prints)."""
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        receiver_port = probe.getsockname()[1]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        api_port = probe.getsockname()[1]
+    ca_file = tmp_path / "sandbox-ca.pem"
+    hook = f"http://127.0.0.1:{receiver_port}/webhooks/partner-center"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "etl",
+            "sandbox",
+            "--port",
+            str(api_port),
+            "--count",
+            "20",
+            "--webhook-url",
+            hook,
+            "--webhook-ca-file",
+            str(ca_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        hosts = None
+        for line in proc.stdout:
+            found = re.search(r"REFERRALS_ETL_WEBHOOK_CERTIFICATE_HOSTS=(\S+)", line)
+            if found:
+                hosts = found.group(1)
+                break
+        assert hosts is not None and ca_file.exists()
+        api = f"http://127.0.0.1:{api_port}"
+        wait_until(lambda: _answers(api + "/_sandbox/ids"), timeout=30)
+        settings = webhook_settings(sqlite_engine, ca_file, hosts)
+        settings = settings.replace(api={"base_url": api + "/v1.0"})
+        with receiver(settings, None, port=receiver_port):
+            changed = httpx.post(api + "/_sandbox/change", json={"fraction": 0.2}).json()
+            assert len(changed) == 4
+            wait_until(lambda: set(changed) <= set(stored_etags(sqlite_engine)))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert {e["referral_id"] for e in rows_of(sqlite_engine, "webhook_events")} == set(changed)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

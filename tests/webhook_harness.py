@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 from conftest import TOKEN, settings_for
 from sqlalchemy.engine import Engine
@@ -33,17 +32,22 @@ def webhook_settings(engine: Engine, ca_file: Path, hosts: str, **webhook: Any) 
 
 @contextmanager
 def receiver(
-    settings: Settings, box: Sandbox, *, transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    box: Sandbox | None,
+    *,
+    port: int = 0,
 ) -> Iterator[str]:
-    """`serve` (no schedule) in a thread, fetching from ``box`` in process; yields its URL."""
-    box.faults.accepted_tokens = {TOKEN}
+    """`serve` (no schedule) in a thread; yields its URL. It fetches from ``box`` in process,
+    or (``box=None``) over HTTP from ``api.base_url``."""
+    if box is not None:
+        box.faults.accepted_tokens = {TOKEN}
     stop = StopRequest()
     ready = threading.Event()
-    port: list[int] = []
+    bound: list[int] = []
     result: list[int] = []
 
-    def on_ready(bound: int) -> None:
-        port.append(bound)
+    def on_ready(at: int) -> None:
+        bound.append(at)
         ready.set()
 
     def run() -> None:
@@ -51,9 +55,9 @@ def receiver(
             run_serve(
                 settings,
                 "127.0.0.1",
-                0,
+                port,
                 schedule=False,
-                transport=transport or box.transport(),
+                transport=box.transport() if box is not None else None,
                 auth=BearerAuth(StaticTokenProvider(TOKEN)),
                 stop=stop,
                 on_ready=on_ready,
@@ -64,9 +68,9 @@ def receiver(
     thread = threading.Thread(target=run, name="test-serve", daemon=True)
     thread.start()
     assert ready.wait(30), "serve did not start"
-    assert port, f"serve ended before it was ready: {result}"
+    assert bound, f"serve ended before it was ready: {result}"
     try:
-        yield f"http://127.0.0.1:{port[0]}"
+        yield f"http://127.0.0.1:{bound[0]}"
     finally:
         stop.request("test over")
         thread.join(60)
