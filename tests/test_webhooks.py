@@ -50,6 +50,14 @@ def certs(authority: TestAuthority) -> Iterator[CertificateServer]:
         server.certificates["self-signed.cer"] = issue(None).der()
         server.certificates["expired.cer"] = issue(authority.root, valid_days=(-30, -1)).der()
         server.certificates["foreign.cer"] = issue(make_ca()).der()
+        # Issued by an intermediate CA that is not in the bundle: found through the leaf's
+        # Authority Information Access, or (without it) not at all.
+        issuing = make_ca("Test issuing CA", issuer=authority.root)
+        server.certificates["issuing.crt"] = issuing.der()
+        chained = issue(issuing, ca_issuers_url=server.url("issuing.crt"))
+        server.certificates["chained.cer"] = chained.der()
+        server.certificates["orphan.cer"] = issue(issuing).der()
+        server.keys = {"chained.cer": chained, "orphan.cer": issuing}  # type: ignore[attr-defined]
         yield server
 
 
@@ -135,6 +143,11 @@ def test_refused_callbacks_are_4xx_and_change_nothing(
         "self-signed": (body, {**good, "x-ms-certificate-url": certs.url("self-signed.cer")}, 401),
         "expired": (body, {**good, "x-ms-certificate-url": certs.url("expired.cer")}, 401),
         "another CA": (body, {**good, "x-ms-certificate-url": certs.url("foreign.cer")}, 401),
+        "issuing CA nowhere to be found": (
+            body,
+            signed_headers(body, authority.sign(body), certs.url("orphan.cer")),
+            401,
+        ),
         "host not on the allowlist": (body, {**good, "x-ms-certificate-url": elsewhere.url()}, 403),
         "plain http certificate URL": (
             body,
@@ -175,7 +188,7 @@ def test_refused_callbacks_are_4xx_and_change_nothing(
     assert counts["sync_runs"] == 0
     assert box.stats.by_kind.get("get", 0) == 0
     assert 'referrals_etl_webhook_rejected_total{reason="bad_signature"} 2.0' in metrics
-    assert 'referrals_etl_webhook_callbacks_total{outcome="rejected"} 15.0' in metrics
+    assert 'referrals_etl_webhook_callbacks_total{outcome="rejected"} 16.0' in metrics
     refused = [r for r in caplog.records if r.getMessage().startswith("webhook refused")]
     assert len(refused) == len(cases)  # one line each
     assert all("not json" not in r.getMessage() for r in refused)
@@ -469,3 +482,23 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_certificate_from_an_intermediate_ca_chains_through_its_issuer_url(
+    sqlite_engine: Engine, authority: TestAuthority, certs: CertificateServer, ca_file: Path
+) -> None:
+    """As Microsoft's: the .cer holds the leaf only, issued by an intermediate CA that the
+    trust store lacks; the intermediate is fetched from the leaf's AIA and checked."""
+    box = Sandbox(count=2, seed=13)
+    rid = box.ids[0]
+    body = event_body(rid)
+    chained = certs.keys["chained.cer"]  # type: ignore[attr-defined]
+    settings = webhook_settings(sqlite_engine, ca_file, certs.host)
+    with receiver(settings, box) as url:
+        answer = _post(
+            url + "/webhooks/partner-center",
+            body,
+            signed_headers(body, chained.sign(body), certs.url("chained.cer")),
+        )
+        assert answer.status_code == 200
+        wait_until(lambda: rid in stored_etags(sqlite_engine))

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 MICROSOFT = "Microsoft Corporation"
 SIGNING_NAME = "pcnotifications-dispatch.microsoft.com"
@@ -61,17 +61,21 @@ def _name(common_name: str, organization: str | None) -> x509.Name:
 
 
 def make_ca(
-    common_name: str = "Referrals sandbox test root", organization: str = "Sandbox"
+    common_name: str = "Referrals sandbox test root",
+    organization: str = "Sandbox",
+    issuer: Issued | None = None,
 ) -> Issued:
-    """A self-signed root CA, valid from yesterday for ten years."""
+    """A CA valid from yesterday for ten years: a self-signed root, or an intermediate CA
+    issued by ``issuer``."""
     key = _key()
     name = _name(common_name, organization)
     now = datetime.now(UTC)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    certificate = (
+    signer = issuer.key if issuer is not None else key
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(issuer.certificate.subject if issuer is not None else name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(days=1))
@@ -92,9 +96,13 @@ def make_ca(
             critical=True,
         )
         .add_extension(ski, critical=False)
-        .sign(key, hashes.SHA256())
     )
-    return Issued(key, certificate)
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+            critical=False,
+        )
+    return Issued(key, builder.sign(signer, hashes.SHA256()))
 
 
 def issue(
@@ -104,11 +112,13 @@ def issue(
     *,
     server_names: tuple[str, ...] = (),
     valid_days: tuple[float, float] = (-1, 365),
+    ca_issuers_url: str | None = None,
 ) -> Issued:
     """A leaf certificate signed by ``issuer`` (``None``: self-signed).
 
     ``server_names`` (DNS names or IP addresses) makes it a TLS server certificate;
-    ``valid_days`` is (not before, not after) in days from now: ``(-10, -1)`` is expired.
+    ``valid_days`` is (not before, not after) in days from now: ``(-10, -1)`` is expired;
+    ``ca_issuers_url`` names where its issuer's certificate is (Authority Information Access).
     """
     key = _key()
     subject = _name(common_name, organization)
@@ -130,6 +140,18 @@ def issue(
             critical=False,
         )
     )
+    if ca_issuers_url is not None:
+        builder = builder.add_extension(
+            x509.AuthorityInformationAccess(
+                [
+                    x509.AccessDescription(
+                        AuthorityInformationAccessOID.CA_ISSUERS,
+                        x509.UniformResourceIdentifier(ca_issuers_url),
+                    )
+                ]
+            ),
+            critical=False,
+        )
     if server_names:
         alternatives: list[x509.GeneralName] = []
         for name in server_names:

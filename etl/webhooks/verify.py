@@ -9,7 +9,9 @@ In order, each failure a :class:`RejectedCallback` (4xx) and nothing downloaded 
 3. the certificate, downloaded over TLS verified against ``webhook.ca_bundle`` (at most
    64 KiB, no redirects, a deadline), chains to a root of that bundle (or the system's trust
    store) at the current time: ``cryptography.x509.verification``, so an expired, self-signed
-   or foreign certificate fails;
+   or foreign certificate fails. The download holds the leaf only; an issuing CA that is not
+   in the bundle is fetched from the leaf's Authority Information Access (as browsers do), and
+   is itself only accepted if it chains to a trusted root;
 4. its subject's organization is ``webhook.certificate_organization``;
 5. the RSA PKCS#1 v1.5 / SHA-256 signature over the raw body bytes verifies with its key.
 
@@ -38,7 +40,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from cryptography.x509.verification import (
     ExtensionPolicy,
     PolicyBuilder,
@@ -57,6 +59,7 @@ CACHE_SECONDS = 3600.0
 MAX_CERTIFICATE_BYTES = 64 * 1024
 DOWNLOAD_TIMEOUT_SECONDS = 10.0
 ALGORITHM = "rsa-sha256"
+AIA_DEPTH = 2  # issuing CAs fetched from a certificate's Authority Information Access
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,11 +230,18 @@ class CallbackVerifier:
         try:
             verifier.verify(leaf, [*chain, *self._intermediates])
         except VerificationError as exc:
-            raise RejectedCallback(
-                401,
-                "untrusted_certificate",
-                f"the signing certificate does not chain to a trusted root: {str(exc)[:200]}",
-            ) from None
+            # The download holds the leaf only; its issuing CA may be named in it (AIA).
+            issuers = await self._issuers(leaf)
+            try:
+                if not issuers:
+                    raise exc
+                verifier.verify(leaf, [*chain, *self._intermediates, *issuers])
+            except VerificationError as final:
+                raise RejectedCallback(
+                    401,
+                    "untrusted_certificate",
+                    "the signing certificate does not chain to a trusted root: " + str(final)[:200],
+                ) from None
         organizations = [
             str(a.value) for a in leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
         ]
@@ -247,6 +257,31 @@ class CallbackVerifier:
             raise RejectedCallback(401, "bad_certificate", "the signing key is not an RSA key")
         expires = leaf.not_valid_after_utc.timestamp()
         return _Trusted(key, min(now + CACHE_SECONDS, expires))
+
+    async def _issuers(self, leaf: x509.Certificate) -> list[x509.Certificate]:
+        """Issuing CA certificates named by ``leaf``'s Authority Information Access, up to
+        :data:`AIA_DEPTH` levels. Only for a certificate already downloaded from an allowed
+        host; what they give is still checked against the trusted roots, never trusted."""
+        found: list[x509.Certificate] = []
+        current = leaf
+        for _ in range(AIA_DEPTH):
+            urls = _ca_issuer_urls(current)
+            if not urls:
+                break
+            data = await self._download(urls[0])
+            try:
+                issuer = (
+                    x509.load_pem_x509_certificate(data)
+                    if data.lstrip().startswith(b"-----BEGIN")
+                    else x509.load_der_x509_certificate(data)
+                )
+            except ValueError:
+                break
+            found.append(issuer)
+            if issuer.issuer == issuer.subject:
+                break
+            current = issuer
+        return found
 
     async def _download(self, url: str) -> bytes:
         self.downloads += 1
@@ -274,6 +309,22 @@ class CallbackVerifier:
                 "certificate_download_failed",
                 f"could not download the signing certificate: {exc.__class__.__name__}",
             ) from None
+
+
+def _ca_issuer_urls(certificate: x509.Certificate) -> list[str]:
+    try:
+        access = certificate.extensions.get_extension_for_class(
+            x509.AuthorityInformationAccess
+        ).value
+    except x509.ExtensionNotFound:
+        return []
+    return [
+        str(d.access_location.value)
+        for d in access
+        if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS
+        and isinstance(d.access_location, x509.UniformResourceIdentifier)
+        and str(d.access_location.value).startswith(("http://", "https://"))
+    ]
 
 
 def _signature(headers: Mapping[str, str]) -> bytes:
