@@ -539,7 +539,7 @@ def webhook_status() -> None:
 )
 def webhook_test(wait: float) -> None:
     """Have Partner Center send its validation event, and report how the delivery went."""
-    from etl.webhooks.registration import registration_client
+    from etl.webhooks.registration import delivered, registration_client
 
     with registration_client(_state().settings()) as client:
         correlation = client.send_test()
@@ -553,8 +553,7 @@ def webhook_test(wait: float) -> None:
             f"{attempt.get('dateTimeUtc', '-')}: response {attempt.get('responseCode', '-')} "
             f"{attempt.get('responseMessage') or ''} {attempt.get('systemError') or ''}".rstrip()
         )
-    delivered = any(str(a.get("responseCode", "")).startswith("2") for a in attempts)
-    sys.exit(0 if delivered else 1)
+    sys.exit(0 if any(delivered(a) for a in attempts) else 1)
 
 
 # auth ------------------------------------------------------------------------------------

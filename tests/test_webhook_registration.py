@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -144,3 +147,78 @@ def test_the_client_of_the_settings_calls_the_configured_registration_api() -> N
     with registration_client(settings, transport=httpx.MockTransport(handler)) as client:
         assert client.get() is None
     assert seen == [BASE + "/registration"]
+
+
+# The commands, against the fake served over HTTP ----------------------------------------
+
+
+@pytest.fixture
+def served_fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRegistrationApi]:
+    """The fake on a local port; the commands configured for it (mode access_token)."""
+    fake = FakeRegistrationApi()
+    transport = httpx.MockTransport(fake.handler)
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            request = httpx.Request(
+                self.command,
+                "http://fake" + self.path,
+                headers=dict(self.headers.items()),
+                content=self.rfile.read(length) if length else b"",
+            )
+            response = transport.handle_request(request)
+            body = response.read()
+            self.send_response(response.status_code)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = _answer  # noqa: N815 - http.server's names
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("REFERRALS_ETL_AUTH_MODE", "access_token")
+    monkeypatch.setenv("REFERRALS_ETL_AUTH_ACCESS_TOKEN", "registration-token")
+    monkeypatch.setenv(
+        "REFERRALS_ETL_WEBHOOK_REGISTRATION_BASE_URL",
+        f"http://127.0.0.1:{server.server_port}/webhooks/v1",
+    )
+    yield fake
+    server.shutdown()
+    thread.join(10)
+
+
+def _run(args: list[str]) -> int:
+    from etl.cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    return int(caught.value.code or 0)
+
+
+def test_webhook_commands(
+    served_fake: FakeRegistrationApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(["webhook", "status"]) == 1
+    assert "no webhook is registered" in capsys.readouterr().out
+    assert _run(["webhook", "register", "http://insecure.example.com/hook"]) == 2
+    capsys.readouterr()
+    url = "https://etl.example.com/webhooks/partner-center"
+    assert _run(["webhook", "register", url]) == 0
+    assert f"registered {url} for referral-created" in capsys.readouterr().out
+    assert served_fake.registration is not None
+    assert served_fake.registration["WebhookEvents"] == list(DEFAULT_EVENTS)
+    assert _run(["webhook", "status"]) == 0
+    out = capsys.readouterr().out
+    assert f"url: {url}" in out and "subscriber id: sub-1" in out
+    served_fake.polls = 2  # the next poll reports the delivery
+    assert _run(["webhook", "test", "--wait", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "correlation id corr-1" in out and "response OK" in out
+    assert "registration-token" not in out

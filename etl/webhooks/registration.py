@@ -128,6 +128,12 @@ class RegistrationClient:
             sleep(min(interval, max(0.0, deadline - clock())))
 
 
+def delivered(attempt: dict[str, Any]) -> bool:
+    """Did Partner Center report this attempt as delivered (a 2xx, by number or by name)?"""
+    code = str(attempt.get("responseCode") or "").strip()
+    return code.startswith("2") or code.lower() in {"ok", "created", "accepted", "nocontent"}
+
+
 def _attempted(attempt: dict[str, Any]) -> bool:
     return any(attempt.get(k) not in (None, "") for k in ("responseCode", "systemError"))
 
