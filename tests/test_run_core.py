@@ -367,3 +367,51 @@ def test_a_run_whose_lease_is_taken_over_stops_and_exits_75(sqlite_engine: Engin
     stored = len(rows_of(sqlite_engine, "referrals"))
     assert 0 < stored < 300 and run_row["created"] == stored
     assert [r["owner"] for r in rows_of(sqlite_engine, "sync_locks")] == ["thief:1:x"]
+
+
+@pytest.mark.parametrize(
+    "dialect",
+    [
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ],
+)
+def test_a_deadlock_between_two_writers_is_retried_not_fatal(
+    database_urls: dict[str, Any], tmp_path: Path, dialect: str
+) -> None:
+    """Two writers lock two rows in opposite orders; the server aborts one to break the
+    deadlock; the policy retries that transaction and both end committed."""
+    import asyncio
+
+    from etl.sync import Database
+
+    engine = make_engine(dialect, database_urls, tmp_path)
+    runs = [store.start_run(engine, "cli"), store.start_run(engine, "cli")]
+    barrier = threading.Barrier(2, timeout=30)
+    first_try = {"a": True, "b": True}
+
+    def write(name: str, order: list[int]) -> str:
+        with engine.begin() as conn:
+            for n, run_id in enumerate(order):
+                conn.execute(
+                    sa.update(store.sync_runs)
+                    .where(store.sync_runs.c.id == run_id)
+                    .values(message=f"{name} {n}")
+                )
+                if n == 0 and first_try[name]:
+                    first_try[name] = False
+                    barrier.wait()  # both hold their first row: each now waits for the other
+        return name
+
+    async def both() -> list[str]:
+        database = Database(engine)
+        return list(
+            await asyncio.gather(
+                database.call(write, "a", runs), database.call(write, "b", runs[::-1])
+            )
+        )
+
+    assert asyncio.run(both()) == ["a", "b"]
+    messages = {r["message"] for r in rows_of(engine, "sync_runs")}
+    assert messages <= {"a 0", "a 1", "b 0", "b 1"} and len(messages) == 2
+    engine.dispose()
