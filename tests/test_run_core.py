@@ -311,3 +311,107 @@ def test_a_stop_ends_a_long_retry_after_wait_at_once(sqlite_engine: Engine) -> N
     [run_row] = rows_of(sqlite_engine, "sync_runs")
     assert run_row["status"] == "interrupted"
     assert rows_of(sqlite_engine, "sync_locks") == []
+
+
+def test_a_run_whose_lease_is_taken_over_stops_and_exits_75(sqlite_engine: Engine) -> None:
+    """Another run took this run's lease (it looked dead): this run stops taking ids, commits
+    what it fetched, is recorded interrupted and exits 75."""
+    import asyncio
+
+    import httpx
+
+    from etl.auth import BearerAuth, StaticTokenProvider
+    from etl.errors import LockHeldError
+    from etl.ids import TrackedId
+    from etl.sync import RunOptions, run_backfill
+
+    box = Sandbox(count=300, seed=26)
+    inner = box.transport()
+    answered = threading.Event()
+    count = [0]
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.02)
+        count[0] += 1
+        if count[0] >= 20:
+            answered.set()
+        return await inner.handle_async_request(request)
+
+    box.faults.accepted_tokens = {TOKEN}
+    options = RunOptions(
+        transport=httpx.MockTransport(slow), auth=BearerAuth(StaticTokenProvider(TOKEN))
+    )
+    settings = settings_for(sqlite_engine, api={"concurrency": 2}, sync={"lock_lease": 3.0})
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = run_backfill(
+                settings, sqlite_engine, (TrackedId(i, "file") for i in box.ids), options
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert answered.wait(30)
+    with sqlite_engine.begin() as conn:  # another run takes the lease over
+        conn.execute(sa.update(store.sync_locks).values(owner="thief:1:x"))
+    thread.join(60)  # a deadline against a hang, not a measured duration
+    assert not thread.is_alive()
+    error = outcome.get("error")
+    assert isinstance(error, LockHeldError) and error.exit_code == 75, outcome
+    assert "lease was taken over" in str(error)
+    [run_row] = rows_of(sqlite_engine, "sync_runs")
+    assert run_row["status"] == "interrupted"
+    stored = len(rows_of(sqlite_engine, "referrals"))
+    assert 0 < stored < 300 and run_row["created"] == stored
+    assert [r["owner"] for r in rows_of(sqlite_engine, "sync_locks")] == ["thief:1:x"]
+
+
+@pytest.mark.parametrize(
+    "dialect",
+    [
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ],
+)
+def test_a_deadlock_between_two_writers_is_retried_not_fatal(
+    database_urls: dict[str, Any], tmp_path: Path, dialect: str
+) -> None:
+    """Two writers lock two rows in opposite orders; the server aborts one to break the
+    deadlock; the policy retries that transaction and both end committed."""
+    import asyncio
+
+    from etl.sync import Database
+
+    engine = make_engine(dialect, database_urls, tmp_path)
+    runs = [store.start_run(engine, "cli"), store.start_run(engine, "cli")]
+    barrier = threading.Barrier(2, timeout=30)
+    first_try = {"a": True, "b": True}
+
+    def write(name: str, order: list[int]) -> str:
+        with engine.begin() as conn:
+            for n, run_id in enumerate(order):
+                conn.execute(
+                    sa.update(store.sync_runs)
+                    .where(store.sync_runs.c.id == run_id)
+                    .values(message=f"{name} {n}")
+                )
+                if n == 0 and first_try[name]:
+                    first_try[name] = False
+                    barrier.wait()  # both hold their first row: each now waits for the other
+        return name
+
+    async def both() -> list[str]:
+        database = Database(engine)
+        return list(
+            await asyncio.gather(
+                database.call(write, "a", runs), database.call(write, "b", runs[::-1])
+            )
+        )
+
+    assert asyncio.run(both()) == ["a", "b"]
+    messages = {r["message"] for r in rows_of(engine, "sync_runs")}
+    assert messages <= {"a 0", "a 1", "b 0", "b 1"} and len(messages) == 2
+    engine.dispose()
