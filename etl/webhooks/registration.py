@@ -22,6 +22,7 @@ from etl.errors import ApiUnavailableError, AuthError
 from etl.webhooks.events import EVENT_NAMES
 
 TIMEOUT_SECONDS = 30.0
+DEFAULT_EVENTS = EVENT_NAMES  # what `webhook register` subscribes to unless told
 
 
 class RegistrationClient:
@@ -153,6 +154,3 @@ def registration_client(
     return RegistrationClient(
         settings.webhook.registration_base_url, build_auth(scoped), transport=transport
     )
-
-
-DEFAULT_EVENTS = EVENT_NAMES

@@ -65,7 +65,7 @@ AIA_DEPTH = 2  # issuing CAs fetched from a certificate's Authority Information 
 @dataclass(frozen=True, slots=True)
 class _Trusted:
     key: rsa.RSAPublicKey
-    until: float  # monotonic-free: the clock's seconds
+    until: float  # in the verifier's clock (Unix seconds): trusted until then
 
 
 def load_trust(ca_bundle: str) -> tuple[list[x509.Certificate], list[x509.Certificate]]:
