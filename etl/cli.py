@@ -1,29 +1,35 @@
 """The `referrals-etl` commands: the only module that prints, draws progress or exits.
 
-Every failure becomes one line a person can act on and the exit code listed in the README;
-``-v`` adds details, ``-vv`` a traceback.
+Every failure becomes one line a person can act on and its exit code; ``-v`` adds details,
+``-vv`` a traceback.
+
+Start-up stays fast: this module imports only click and the job's light modules at the top.
+SQLAlchemy, Alembic, httpx, aiohttp, MSAL and the modules that use them are imported inside the
+commands that need them, so ``--help`` (and every command's ``--help``) loads none of them
+(tests/test_startup.py checks which modules each command loads).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import sqlalchemy as sa
 
-from etl import db
 from etl.config import Settings, load_settings, redact_url
 from etl.errors import EtlError
 from etl.ids import BadLine, TrackedId, in_shard, parse_shard, read_ids
 from etl.logs import json_line, setup_logging
-from etl.sync import RunOptions, SyncReport, run_backfill, run_sync
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from etl.sync import RunOptions, SyncReport
 
 log = logging.getLogger("etl.cli")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -149,6 +155,8 @@ def db_group() -> None:
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 def db_upgrade(revision: str) -> None:
     """Apply the migrations (creates everything on an empty database)."""
+    from etl import db
+
     engine = db.create_engine_for(_state().settings().database.url)
     before = db.current_revision(engine)
     db.upgrade(engine, revision)
@@ -165,6 +173,8 @@ def db_upgrade(revision: str) -> None:
 @common_options
 def db_current() -> None:
     """Print the schema revision and whether it is at head."""
+    from etl import db
+
     engine = db.create_engine_for(_state().settings().database.url)
     current, head = db.current_revision(engine), db.head_revision()
     state = "at head" if current == head else f"NOT at head {head}: run `referrals-etl db upgrade`"
@@ -221,6 +231,7 @@ def rates_group() -> None:
 @click.argument("file")
 def rates_load(file: str) -> None:
     """Load FILE (CSV: currency,rate,valid_from) into currency_rates, all lines or none."""
+    from etl import db
     from etl.rates import load_rates, read_rates
 
     rates = read_rates(file)  # every line checked before the database is touched
@@ -258,6 +269,8 @@ def sync(
     pushgateway: str | None,
 ) -> None:
     """One run: discover changed ids (when enabled), fetch every due id, and exit."""
+    from etl.sync import RunOptions, run_sync
+
     settings = _state().settings(**_overrides(concurrency))
     shard_spec = parse_shard(shard) if shard else None
     options = RunOptions(trigger="cli", dry_run=dry_run, limit=limit)
@@ -287,6 +300,8 @@ def backfill(
     pushgateway: str | None,
 ) -> None:
     """Track every id in FILE (- = stdin; ids or webhook events) and fetch them all now."""
+    from etl.sync import RunOptions, run_backfill
+
     settings = _state().settings(**_overrides(concurrency))
     shard_spec = parse_shard(shard) if shard else None
     bad: list[BadLine] = []
@@ -317,28 +332,31 @@ def backfill(
 def _execute(
     settings: Settings,
     options: RunOptions,
-    run: Callable[[sa.Engine, RunOptions], SyncReport],
+    run: Callable[[Engine, RunOptions], SyncReport],
     metrics_file: str | None,
     pushgateway: str | None,
     command: str,
     shard: tuple[int, int] | None,
 ) -> SyncReport:
+    from etl import db
     from etl.auth import build_auth
 
     engine = db.create_engine_for(settings.database.url)
-    options.auth = build_auth(settings)
+    options.auth = build_auth(settings, options.stop)
     progress = _progress_bar()
     options.progress = progress.update if progress is not None else None
     _install_signal_handlers(options)
     report: SyncReport | None = None
     try:
         report = run(engine, options)
+    except EtlError as exc:
+        report = exc.report  # also when the run raised: alerts need failed runs
+        raise
     finally:
         if progress is not None:
             progress.close()
-        if options.report is not None:  # also when the run raised: alerts need failed runs
-            _emit_metrics(options.report, metrics_file, pushgateway, command, shard)
-        if report is not None:
+        if report is not None:  # also when the run raised: alerts need failed runs
+            _emit_metrics(report, metrics_file, pushgateway, command, shard)
             counts: dict[str, Any] = report.totals()
             _say(
                 ("dry run: " if options.dry_run else "") + report.summary(),
@@ -362,32 +380,18 @@ def _progress_bar() -> Any:
 
 
 def _install_signal_handlers(options: RunOptions) -> None:
-    """SIGTERM/SIGINT: stop taking new ids, finish in-flight work, record the run."""
-    stop = asyncio.Event()
-    options.stop = stop
+    """SIGTERM/SIGINT: stop taking new ids, finish in-flight work, record the run; a second
+    signal stops at once (every committed batch is whole)."""
+    stop = options.stop
 
     def handler(signum: int, _frame: Any) -> None:
-        if options.stop_signal:
+        name = signal.Signals(signum).name
+        if not stop.request(name, signum):
             raise KeyboardInterrupt  # a second signal: stop now
-        options.stop_signal.append(signum)
-        log.warning(
-            "received %s: finishing in-flight work, then stopping", signal.Signals(signum).name
-        )
-        loop = _running_loop()
-        if loop is not None:
-            loop.call_soon_threadsafe(stop.set)
-        else:
-            stop.set()
+        log.warning("received %s: finishing in-flight work, then stopping", name)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _emit_metrics(
@@ -415,6 +419,7 @@ def _emit_metrics(
 @click.option("--runs", default=10, show_default=True, help="How many recent runs to show.")
 def status(runs: int) -> None:
     """Recent runs, counts by outcome, ids that keep failing, and how many are due now."""
+    from etl import db
     from etl.status import render_status
 
     settings = _state().settings()
@@ -440,6 +445,17 @@ def status(runs: int) -> None:
 @click.option(
     "--token", "tokens", multiple=True, help="Accept only this bearer token (repeatable)."
 )
+@click.option(
+    "--webhook-url",
+    help="POST a signed Partner Center callback here for every change the sandbox makes.",
+)
+@click.option(
+    "--webhook-ca-file",
+    default="sandbox-webhook-ca.pem",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="With --webhook-url: write the sandbox's test CA here (the receiver's webhook.ca_bundle).",
+)
 def sandbox(
     host: str,
     port: int,
@@ -449,6 +465,8 @@ def sandbox(
     throttle: float,
     no_304: bool,
     tokens: tuple[str, ...],
+    webhook_url: str | None,
+    webhook_ca_file: str,
 ) -> None:
     """Serve a simulated Referrals API (for trying the tool and for tests)."""
     from etl.errors import ConfigError
@@ -481,7 +499,25 @@ def sandbox(
     )
     for line in exports:
         _say(line, event="sandbox_export")
-    serve(box, sock=sock)
+    if webhook_url is None:
+        serve(box, sock=sock)
+        return
+    from etl.sandbox.signing import TestAuthority
+    from etl.sandbox.webhooks import CertificateServer, WebhookSender
+
+    authority = TestAuthority()
+    Path(webhook_ca_file).write_bytes(authority.ca_pem())
+    with (
+        CertificateServer(authority) as certificates,
+        WebhookSender(box, webhook_url, authority, certificates.url()),
+    ):
+        _say(
+            f"sandbox: signed callbacks to {webhook_url}; for the receiver set "
+            f"REFERRALS_ETL_WEBHOOK_CA_BUNDLE={webhook_ca_file} "
+            f"REFERRALS_ETL_WEBHOOK_CERTIFICATE_HOSTS={certificates.host}",
+            event="sandbox_webhooks",
+        )
+        serve(box, sock=sock)
 
 
 @cli.command()
@@ -538,6 +574,108 @@ def schedule(metrics_file: str | None, pushgateway: str | None) -> None:
         if server is not None:
             server.close()
     sys.exit(code)
+
+
+# serve and webhook ---------------------------------------------------------------------
+
+
+@cli.command()
+@common_options
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0 in a container).",
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--no-schedule",
+    is_flag=True,
+    help="Receive and fetch only; the scheduled sync runs elsewhere (e.g. a CronJob).",
+)
+def serve(host: str, port: int, no_schedule: bool) -> None:
+    """Receive Partner Center's signed webhooks, fetch what they name, and run the schedule."""
+    from etl.webhooks.serve import run_serve
+
+    sys.exit(run_serve(_state().settings(), host, port, schedule=not no_schedule))
+
+
+@cli.group("webhook")
+def webhook_group() -> None:
+    """Partner Center's webhook registration: register, status, test."""
+
+
+@webhook_group.command("register")
+@common_options
+@click.argument("url")
+@click.option(
+    "--events",
+    help="Comma-separated event names (default: every referral event).",
+)
+def webhook_register(url: str, events: str | None) -> None:
+    """Register URL (the receiver's public https address) for the referral events."""
+    from etl.webhooks.registration import DEFAULT_EVENTS, registration_client
+
+    if not url.startswith("https://"):
+        raise click.UsageError("URL must be an https:// address Partner Center can reach")
+    names = [e.strip() for e in events.split(",") if e.strip()] if events else DEFAULT_EVENTS
+    with registration_client(_state().settings()) as client:
+        answer = client.register(url, names)
+    _say(f"registered {answer.get('WebhookUrl', url)} for {', '.join(names)}", event="webhook")
+    if answer.get("SubscriberId"):
+        _say(f"subscriber id: {answer['SubscriberId']}", event="webhook")
+
+
+@webhook_group.command("status")
+@common_options
+def webhook_status() -> None:
+    """Show the registration (URL and events), or that there is none."""
+    from etl.webhooks.registration import registration_client
+
+    with registration_client(_state().settings()) as client:
+        found = client.get()
+    if found is None:
+        _say("no webhook is registered: run `referrals-etl webhook register URL`", event="webhook")
+        sys.exit(1)
+    _say(f"url: {found.get('WebhookUrl', '-')}", event="webhook")
+    _say(f"events: {', '.join(found.get('WebhookEvents') or []) or '-'}", event="webhook")
+    if found.get("SubscriberId"):
+        _say(f"subscriber id: {found['SubscriberId']}", event="webhook")
+
+
+@webhook_group.command("test")
+@common_options
+@click.option(
+    "--wait",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Seconds to wait for Partner Center to report the delivery.",
+)
+def webhook_test(wait: float) -> None:
+    """Have Partner Center send its validation event, and report how the delivery went."""
+    from etl.webhooks.registration import delivered, registration_client
+
+    with registration_client(_state().settings()) as client:
+        correlation = client.send_test()
+        _say(
+            f"test event sent (correlation id {correlation}); waiting for its delivery",
+            event="webhook",
+        )
+        attempts = client.wait_for_test(correlation, wait)
+    if not attempts:
+        _say(
+            f"no delivery reported within {wait:g}s; try `webhook test` again later",
+            event="webhook",
+        )
+        sys.exit(4)
+    for attempt in attempts:
+        _say(
+            f"{attempt.get('dateTimeUtc', '-')}: response {attempt.get('responseCode', '-')} "
+            f"{attempt.get('responseMessage') or ''} {attempt.get('systemError') or ''}".rstrip(),
+            event="webhook",
+        )
+    sys.exit(0 if any(delivered(a) for a in attempts) else 1)
 
 
 # auth ------------------------------------------------------------------------------------
@@ -598,13 +736,24 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except EtlError as exc:
         _fail(str(exc), exc.exit_code, exc)
-    except sa.exc.SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0][:300]
-        _fail(f"database error: {reason}; check database.url and the server", 5, exc)
     except KeyboardInterrupt:
         _say("error: interrupted", event="interrupted", level="error", err=True)
         sys.exit(130)
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0][:300]
+        _fail(f"database error: {reason}; check database.url and the server", 5, exc)
     sys.exit(0)
+
+
+def _is_database_error(exc: Exception) -> bool:
+    """A SQLAlchemy error; SQLAlchemy is not imported to find out when nothing loaded it."""
+    if "sqlalchemy" not in sys.modules:
+        return False
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, SQLAlchemyError)
 
 
 def _fail(message: str, code: int, exc: BaseException) -> None:

@@ -210,6 +210,72 @@ class ScheduleSettings:
     )
 
 
+WEBHOOK_CERTIFICATE_HOST = "3psostorageacct.blob.core.windows.net"
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    path: str = field(
+        default="/webhooks/partner-center",
+        metadata=_key("where `serve` receives Partner Center callbacks (POST)"),
+    )
+    certificate_hosts: str = field(
+        default=WEBHOOK_CERTIFICATE_HOST,
+        metadata=_key(
+            "comma-separated host[:port] allowed in x-ms-certificate-url; any other is refused "
+            "without a download"
+        ),
+    )
+    ca_bundle: str = field(
+        default="",
+        metadata=_key(
+            "PEM file of trusted roots for the signing certificate and its download; "
+            "empty = the system's trust store"
+        ),
+    )
+    certificate_organization: str = field(
+        default="Microsoft Corporation",
+        metadata=_key("the organization (O=) the signing certificate's subject must name"),
+    )
+    max_body_bytes: int = field(
+        default=65536,
+        metadata=_key("a callback body larger than this is refused (413)", min=256, max=10_000_000),
+    )
+    registration_base_url: str = field(
+        default="https://api.partnercenter.microsoft.com/webhooks/v1",
+        metadata=_key("Partner Center webhook registration API, up to and including /v1"),
+    )
+    registration_scope: str = field(
+        default="https://api.partnercenter.microsoft.com/.default",
+        metadata=_key("scope of the token for the registration API (not the Referrals API's)"),
+    )
+    batch_size: int = field(
+        default=200,
+        metadata=_key("referrals the receiver's worker fetches in one run", min=1, max=10_000),
+    )
+    poll_interval: float = field(
+        default=5.0,
+        metadata=_key(
+            "how often the worker looks for due events it was not told about (other replicas, "
+            "a restart)",
+            duration=True,
+        ),
+    )
+
+    lock_lease: float = field(
+        default=30.0,
+        metadata=_key(
+            "lease of the worker's run lock ('webhook'); after a crash the next worker waits "
+            "at most this long",
+            duration=True,
+        ),
+    )
+
+    def certificate_host_list(self) -> tuple[str, ...]:
+        """The allowlist, lower-case, without blanks."""
+        return tuple(h.strip().lower() for h in self.certificate_hosts.split(",") if h.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -217,6 +283,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     schedule: ScheduleSettings = field(default_factory=ScheduleSettings)
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
     source: str = "built-in defaults"
 
     def replace(self, **sections: Any) -> Settings:
@@ -240,6 +307,7 @@ SECTIONS: dict[str, type[Any]] = {
     "auth": AuthSettings,
     "sync": SyncSettings,
     "schedule": ScheduleSettings,
+    "webhook": WebhookSettings,
 }
 
 

@@ -26,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -370,6 +371,13 @@ class SyncRun(Base):
     )
     throttled: Mapped[int] = mapped_column(Integer, default=0, comment="requests answered 429")
     message: Mapped[str | None] = mapped_column(comment="summary or the error that ended the run")
+    lease_name: Mapped[str | None] = mapped_column(
+        Short, comment="the lease (sync_locks.name) the run held; NULL for runs without one"
+    )
+    lease_owner: Mapped[str | None] = mapped_column(
+        String(255),
+        comment="who held it (sync_locks.owner): a takeover of that lease fails only these runs",
+    )
 
 
 class SyncLock(Base):
@@ -416,6 +424,40 @@ class CurrencyRate(Base):
     rate: Mapped[Decimal] = mapped_column(
         Rate,
         comment="one unit of the currency in the reporting currency (the reporting currency itself: 1)",
+    )
+
+
+class WebhookEvent(Base):
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint(
+            "referral_id", "event_name", "resource_change_utc_date", name="uq_webhook_events_event"
+        ),
+        Index(None, "processed_at", "referral_id"),
+        {
+            "mysql_charset": "utf8mb4",
+            "comment": "One row per distinct Partner Center callback the receiver accepted (a repeated delivery is recorded once); written before the callback is acknowledged.",
+        },
+    )
+
+    id: Mapped[int] = mapped_column(
+        Serial, primary_key=True, autoincrement=True, comment="surrogate key"
+    )
+    event_name: Mapped[str] = mapped_column(
+        Short, comment="EventName: referral-created, referral-updated, related-referral-..."
+    )
+    referral_id: Mapped[str] = mapped_column(
+        Id, comment="the referral named by the event (last segment of ResourceUri)"
+    )
+    resource_change_utc_date: Mapped[str] = mapped_column(
+        String(40), comment="ResourceChangeUtcDate as sent (the event has no id of its own)"
+    )
+    changed_at: Mapped[datetime | None] = mapped_column(
+        comment="ResourceChangeUtcDate as a UTC instant (NULL when it did not parse)"
+    )
+    received_at: Mapped[datetime] = mapped_column(comment="when the receiver accepted it")
+    processed_at: Mapped[datetime | None] = mapped_column(
+        comment="when its referral was fetched and stored after it; NULL while due"
     )
 
 

@@ -1101,7 +1101,10 @@ def test_migrations_round_trip_drops_and_recreates_the_views(engine: Engine) -> 
         assert db.current_revision(engine) == "0001"
         inspector = sa.inspect(engine)
         assert not names & set(inspector.get_view_names())
-        assert set(TABLES) - {"currency_rates"} <= set(inspector.get_table_names())
+        # The tables of revision 0001 stay (later revisions add tables of their own).
+        assert set(TABLES) - {"currency_rates", "webhook_events"} <= set(
+            inspector.get_table_names()
+        )
     finally:
         db.upgrade(engine)
     assert db.current_revision(engine) == db.head_revision()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,6 +135,9 @@ def test_demo_shows_created_then_unchanged_updated_deleted(
     assert (
         "second pass: 200 ids: 0 created, 20 updated, 175 unchanged, 5 not found, 0 failed" in out
     )
+    # It ends with a change made in the sandbox reaching SQL through a signed webhook.
+    last = out.strip().splitlines()[-2]
+    assert re.search(r"the sandbox changed referral \S+; .* in SQL \d+\.\d\d s later$", last)
     assert (tmp_path / "referrals-demo.db").exists()
 
 

@@ -237,6 +237,7 @@ def test_every_manifest_parses_and_names_its_kind() -> None:
         "cronjob.yaml",
         "deployment.yaml",
         "pvc.yaml",
+        "receiver.yaml",
         "secret.example.yaml",
     }
     for name, docs in MANIFESTS.items():
@@ -351,11 +352,13 @@ def test_referenced_configmaps_secrets_and_claims_exist() -> None:
                 assert ("Secret", volume["secret"]["secretName"]) in defined
 
 
-@pytest.mark.parametrize("file", ["cronjob.yaml", "deployment.yaml", "backfill-job.yaml"])
+@pytest.mark.parametrize(
+    "file", ["cronjob.yaml", "deployment.yaml", "backfill-job.yaml", "receiver.yaml"]
+)
 def test_workloads_read_the_configmap_and_run_as_the_image_user(file: str, tmp_path: Path) -> None:
     """REFERRALS_ETL_CONFIG names config.toml in the mounted ConfigMap; the token cache path
     is on a mounted writable volume; pods run as the Dockerfile's non-root uid."""
-    [doc] = MANIFESTS[file]
+    [doc] = [d for d in MANIFESTS[file] if _pod_spec(d) is not None]
     _, document = _configmap_toml(tmp_path)
     uid = int(dict(_final_stage())["USER"].split(":")[0])
     pod = _pod_spec(doc)
@@ -426,6 +429,39 @@ def test_the_deployment_runs_one_scheduler_with_time_to_finish(tmp_path: Path) -
     _, document = _configmap_toml(tmp_path)
     # In-flight requests finish within api.timeout_seconds; leave room for a retry pause too.
     assert pod["terminationGracePeriodSeconds"] >= 3 * document["api"]["timeout_seconds"]
+
+
+def test_the_receiver_serves_probes_metrics_and_the_callback_path(tmp_path: Path) -> None:
+    """serve on the port the Service, the probes, the scrape annotation and the Ingress name;
+    the Ingress exposes only webhook.path, with TLS."""
+    deployment = _one("Deployment", "receiver.yaml")
+    pod = _pod_spec(deployment)
+    assert pod is not None
+    [main] = pod["containers"]
+    path, used = parse_command_line(_argv(main))
+    assert path == ["serve"] and used["host"] == "0.0.0.0"
+    [port] = main["ports"]
+    assert port["containerPort"] == used["port"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert main[probe]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == port["containerPort"]
+    assert annotations["prometheus.io/path"] == "/metrics"
+    service = _one("Service", "receiver.yaml")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    [service_port] = service["spec"]["ports"]
+    assert service_port["targetPort"] == port["name"]
+    ingress = _one("Ingress", "receiver.yaml")
+    assert ingress["apiVersion"] == "networking.k8s.io/v1"
+    [rule] = ingress["spec"]["rules"]
+    assert rule["host"] in ingress["spec"]["tls"][0]["hosts"]
+    _, document = _configmap_toml(tmp_path)
+    [route] = rule["http"]["paths"]
+    assert route["path"] == document["webhook"]["path"]
+    backend = route["backend"]["service"]
+    assert backend == {"name": service["metadata"]["name"], "port": {"name": "http"}}
 
 
 # Dockerfile ------------------------------------------------------------------------------

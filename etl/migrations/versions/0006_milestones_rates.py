@@ -1,7 +1,7 @@
 """Milestones, the contact to call, currency rates, and empty strings stored as NULL.
 
 Revision ID: 0006
-Revises: 0002
+Revises: 0005
 Create Date: 2026-12-02 01:30:00.000000
 
 - ``currency_rates``: a rate from each currency to the reporting currency, from a date on.
@@ -26,7 +26,7 @@ from alembic import op
 from sqlalchemy.dialects import mysql
 
 revision: str = "0006"
-down_revision: str | None = "0002"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

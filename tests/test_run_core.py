@@ -1,0 +1,417 @@
+"""The run core under the faults that used to hang it or mislabel it (issue: the run core).
+
+A writer that dies ends the run (exit 5, recorded `failed`, lease released) instead of hanging;
+a missing table is the database's failure, not thousands of bad referrals; a lease takeover
+fails only the dead owner's runs; an id given twenty times is fetched once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from conftest import TOKEN, backfill, make_engine, rows_of, settings_for
+from sqlalchemy.engine import Engine
+
+from etl import store
+from etl.errors import DatabaseError
+from etl.sandbox import Sandbox, ServerThread
+
+MISSING = "referral_targets"  # a child table: every new referral writes to it
+
+
+@contextlib.contextmanager
+def _table_away(engine: Engine, table: str = MISSING) -> Iterator[None]:
+    """Rename ``table`` away (as if dropped) and put it back afterwards; views follow it."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {table} RENAME TO {table}_away"))
+    try:
+        yield
+    finally:
+        engine.dispose()
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {table}_away RENAME TO {table}"))
+
+
+def test_a_missing_table_fails_the_run_with_exit_5_not_every_referral(engine: Engine) -> None:
+    box = Sandbox(count=30, seed=21)
+    with _table_away(engine), pytest.raises(DatabaseError) as caught:
+        backfill(engine, box)
+    assert caught.value.exit_code == 5
+    assert MISSING in str(caught.value).lower() or "table" in str(caught.value).lower()
+    [run] = rows_of(engine, "sync_runs")
+    assert run["status"] == "failed" and run["finished_at"] is not None
+    assert rows_of(engine, "sync_locks") == []
+    # No referral was blamed for the database's failure.
+    assert [r for r in rows_of(engine, "sync_state") if r["consecutive_failures"]] == []
+    report = caught.value.report
+    assert report is not None and report.status == "failed"
+
+
+def test_an_id_given_twenty_times_is_fetched_once(sqlite_engine: Engine) -> None:
+    box = Sandbox(count=10, seed=22)
+    twice = box.ids[3]
+    box.faults.invalid_json_ids = {twice}
+    ids = [*box.ids[:3], *([twice] * 20), *box.ids[4:], twice]
+    report = backfill(sqlite_engine, box, ids=ids)
+    asked = [path.rsplit("/", 1)[-1] for _, path, _, _ in box.requests]
+    assert sorted(asked) == sorted(box.ids)  # every id once, the repeated one too
+    assert report.ids_total == 10 and report.requests == 10
+    assert (report.counts.created, report.counts.failed) == (9, 1)
+    [state] = [r for r in rows_of(sqlite_engine, "sync_state") if r["referral_id"] == twice]
+    assert state["consecutive_failures"] == 1
+    [run] = rows_of(sqlite_engine, "sync_runs")
+    assert (run["ids_total"], run["failed"], run["created"]) == (10, 1, 9)
+
+
+def test_a_takeover_fails_only_the_dead_owners_runs(sqlite_engine: Engine) -> None:
+    """Two shards of one backfill hold a lease each; one dies; its rerun takes over its lease."""
+    leases = {
+        "dead": ("backfill-0-of-2", "host-a:11:x"),
+        "live": ("backfill-1-of-2", "host-b:22:y"),
+    }
+    runs = {}
+    for who, (name, owner) in leases.items():
+        store.acquire_lock(sqlite_engine, name, owner, 60)
+        runs[who] = store.start_run(sqlite_engine, "backfill", lease=(name, owner))
+    with sqlite_engine.begin() as conn:  # the dead shard's lease runs out
+        conn.execute(
+            sa.update(store.sync_locks)
+            .where(store.sync_locks.c.name == "backfill-0-of-2")
+            .values(expires_at=store.utcnow() - timedelta(seconds=1))
+        )
+    store.acquire_lock(sqlite_engine, "backfill-0-of-2", "host-c:33:z", 60)
+    status = {r["id"]: r for r in rows_of(sqlite_engine, "sync_runs")}
+    assert status[runs["dead"]]["status"] == "failed"
+    assert "lease" in status[runs["dead"]]["message"]
+    assert status[runs["live"]]["status"] == "running"  # a live shard is left alone
+    assert (status[runs["live"]]["lease_name"], status[runs["live"]]["lease_owner"]) == leases[
+        "live"
+    ]
+
+
+def test_runs_record_the_lease_they_hold(sqlite_engine: Engine) -> None:
+    box = Sandbox(count=5, seed=23)
+    backfill(sqlite_engine, box)
+    [run] = rows_of(sqlite_engine, "sync_runs")
+    assert run["lease_name"] == "sync" and run["lease_owner"]
+    assert run["status"] == "succeeded"
+
+
+# The writer dies mid-run, from the CLI -----------------------------------------------------
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[Sandbox, str]]:
+    box = Sandbox(count=3000, seed=24)
+    box.faults.accepted_tokens = {TOKEN}
+    with ServerThread(box) as server:
+        yield box, server.base_url
+
+
+def _env(url: str, base_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRALS_ETL_")}
+    env.update(
+        REFERRALS_ETL_DATABASE_URL=url,
+        REFERRALS_ETL_API_BASE_URL=base_url,
+        REFERRALS_ETL_AUTH_MODE="access_token",
+        REFERRALS_ETL_AUTH_ACCESS_TOKEN=TOKEN,
+        REFERRALS_ETL_SYNC_DISCOVER="false",
+        REFERRALS_ETL_SYNC_BATCH_SIZE="10",
+    )
+    return env
+
+
+def _stored(engine: Engine) -> int:
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT COUNT(*) FROM referrals")).scalar_one())
+    except sa.exc.DBAPIError:
+        return 0
+
+
+@pytest.mark.parametrize(
+    "dialect", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_writer_that_dies_mid_run_ends_it_with_exit_5(
+    served: tuple[Sandbox, str], database_urls: dict[str, Any], tmp_path: Path, dialect: str
+) -> None:
+    """The table goes away under a 3,000-id backfill: exit 5, `failed`, no hang, no lease left."""
+    box, base_url = served
+    engine = make_engine(dialect, database_urls, tmp_path)
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(box.ids) + "\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "etl", "backfill", str(ids_file)],
+        env=_env(engine.url.render_as_string(hide_password=False), base_url),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    moved = threading.Event()
+    try:
+        deadline = time.monotonic() + 60
+        while _stored(engine) < 200 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {MISSING} RENAME TO {MISSING}_away"))
+        moved.set()
+        try:
+            _out, err = process.communicate(timeout=90)  # a hang fails here
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            pytest.fail("the run hung after its writer failed")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if moved.is_set():
+            engine.dispose()
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {MISSING}_away RENAME TO {MISSING}"))
+    assert process.returncode == 5, err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "database" in lines[0] and "Traceback" not in err
+    [run] = rows_of(engine, "sync_runs")
+    assert run["status"] == "failed" and run["finished_at"] is not None
+    assert rows_of(engine, "sync_locks") == []
+    assert [r for r in rows_of(engine, "sync_state") if r["consecutive_failures"]] == []
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_refusing_connections_for_10s_mid_backfill(
+    database_urls: dict[str, Any], tmp_path: Path
+) -> None:
+    """The scratch database refuses every connection for 10 s in the middle of an 8,000-id
+    backfill (its sessions killed too): the run ends by itself, riding the outage out or with
+    exit 5, its lease is released, and the next run completes."""
+    from conftest import POSTGRES_URL
+
+    from etl import db
+
+    engine = make_engine("postgres", database_urls, tmp_path)
+    name = engine.url.database
+    assert name is not None and name.startswith("etl_test_")  # never `test` itself
+    box = Sandbox(count=8000, seed=25)
+    box.faults.accepted_tokens = {TOKEN}
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(box.ids) + "\n")
+    admin = db.create_engine_for(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+
+    def allow(flag: bool) -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(flag).lower()}'))
+            if not flag:
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+
+    with ServerThread(box) as server:
+        env = _env(engine.url.render_as_string(hide_password=False), server.base_url)
+        env["REFERRALS_ETL_SYNC_BATCH_SIZE"] = "50"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "etl", "backfill", str(ids_file)],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while _stored(engine) < 2000 and process.poll() is None:
+                assert time.monotonic() < deadline, "the backfill made no progress"
+                time.sleep(0.05)
+            engine.dispose()
+            assert process.poll() is None, "the backfill ended before the outage"
+            allow(False)
+            time.sleep(10)
+            allow(True)
+            try:
+                _out, err = process.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the run did not end by itself after the outage")
+        finally:
+            allow(True)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode in (0, 5), err
+        assert rows_of(engine, "sync_locks") == []
+        [run] = rows_of(engine, "sync_runs")
+        assert run["status"] == ("succeeded" if process.returncode == 0 else "failed")
+        again = subprocess.run(
+            [sys.executable, "-m", "etl", "backfill", str(ids_file)],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=300,
+        )
+    assert again.returncode == 0, again.stderr
+    assert _stored(engine) == 8000
+    assert rows_of(engine, "sync_locks") == []
+    admin.dispose()
+    engine.dispose()
+
+
+def test_a_stop_ends_a_long_retry_after_wait_at_once(sqlite_engine: Engine) -> None:
+    """Every worker waits out a 10-minute Retry-After; a stop request ends the wait, the run is
+    recorded as interrupted and its lease released (no wait outlives a stop)."""
+    import httpx
+
+    from etl.auth import BearerAuth, StaticTokenProvider
+    from etl.errors import InterruptedRunError
+    from etl.ids import TrackedId
+    from etl.sync import RunOptions, run_backfill
+
+    asked = threading.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.set()
+        return httpx.Response(429, headers={"Retry-After": "600"})
+
+    options = RunOptions(
+        transport=httpx.MockTransport(handler), auth=BearerAuth(StaticTokenProvider("t"))
+    )
+    ids = [TrackedId(f"id-{n}", "file") for n in range(50)]
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = run_backfill(
+                settings_for(sqlite_engine), sqlite_engine, ids, options
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert asked.wait(30)
+    options.stop.request("SIGTERM", 15)
+    thread.join(30)  # a deadline against a hang, not a measured duration
+    assert not thread.is_alive(), "the run kept waiting after the stop request"
+    error = outcome.get("error")
+    assert isinstance(error, InterruptedRunError) and error.exit_code == 143
+    assert error.report is not None and error.report.status == "interrupted"
+    [run_row] = rows_of(sqlite_engine, "sync_runs")
+    assert run_row["status"] == "interrupted"
+    assert rows_of(sqlite_engine, "sync_locks") == []
+
+
+def test_a_run_whose_lease_is_taken_over_stops_and_exits_75(sqlite_engine: Engine) -> None:
+    """Another run took this run's lease (it looked dead): this run stops taking ids, commits
+    what it fetched, is recorded interrupted and exits 75."""
+    import asyncio
+
+    import httpx
+
+    from etl.auth import BearerAuth, StaticTokenProvider
+    from etl.errors import LockHeldError
+    from etl.ids import TrackedId
+    from etl.sync import RunOptions, run_backfill
+
+    box = Sandbox(count=300, seed=26)
+    inner = box.transport()
+    answered = threading.Event()
+    count = [0]
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.02)
+        count[0] += 1
+        if count[0] >= 20:
+            answered.set()
+        return await inner.handle_async_request(request)
+
+    box.faults.accepted_tokens = {TOKEN}
+    options = RunOptions(
+        transport=httpx.MockTransport(slow), auth=BearerAuth(StaticTokenProvider(TOKEN))
+    )
+    settings = settings_for(sqlite_engine, api={"concurrency": 2}, sync={"lock_lease": 3.0})
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = run_backfill(
+                settings, sqlite_engine, (TrackedId(i, "file") for i in box.ids), options
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert answered.wait(30)
+    with sqlite_engine.begin() as conn:  # another run takes the lease over
+        conn.execute(sa.update(store.sync_locks).values(owner="thief:1:x"))
+    thread.join(60)  # a deadline against a hang, not a measured duration
+    assert not thread.is_alive()
+    error = outcome.get("error")
+    assert isinstance(error, LockHeldError) and error.exit_code == 75, outcome
+    assert "lease was taken over" in str(error)
+    [run_row] = rows_of(sqlite_engine, "sync_runs")
+    assert run_row["status"] == "interrupted"
+    stored = len(rows_of(sqlite_engine, "referrals"))
+    assert 0 < stored < 300 and run_row["created"] == stored
+    assert [r["owner"] for r in rows_of(sqlite_engine, "sync_locks")] == ["thief:1:x"]
+
+
+@pytest.mark.parametrize(
+    "dialect",
+    [
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ],
+)
+def test_a_deadlock_between_two_writers_is_retried_not_fatal(
+    database_urls: dict[str, Any], tmp_path: Path, dialect: str
+) -> None:
+    """Two writers lock two rows in opposite orders; the server aborts one to break the
+    deadlock; the policy retries that transaction and both end committed."""
+    import asyncio
+
+    from etl.sync import Database
+
+    engine = make_engine(dialect, database_urls, tmp_path)
+    runs = [store.start_run(engine, "cli"), store.start_run(engine, "cli")]
+    barrier = threading.Barrier(2, timeout=30)
+    first_try = {"a": True, "b": True}
+
+    def write(name: str, order: list[int]) -> str:
+        with engine.begin() as conn:
+            for n, run_id in enumerate(order):
+                conn.execute(
+                    sa.update(store.sync_runs)
+                    .where(store.sync_runs.c.id == run_id)
+                    .values(message=f"{name} {n}")
+                )
+                if n == 0 and first_try[name]:
+                    first_try[name] = False
+                    barrier.wait()  # both hold their first row: each now waits for the other
+        return name
+
+    async def both() -> list[str]:
+        database = Database(engine)
+        return list(
+            await asyncio.gather(
+                database.call(write, "a", runs), database.call(write, "b", runs[::-1])
+            )
+        )
+
+    assert asyncio.run(both()) == ["a", "b"]
+    messages = {r["message"] for r in rows_of(engine, "sync_runs")}
+    assert messages <= {"a 0", "a 1", "b 0", "b 1"} and len(messages) == 2
+    engine.dispose()
