@@ -13,13 +13,18 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
-from etl.models import UtcDateTime
 
 revision: str = "0005"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+def UtcDateTime() -> sa.DateTime:  # noqa: N802 - reads like the model's type
+    """A UTC instant, as this revision made it: timestamptz, DATETIME(6) on MariaDB."""
+    return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def upgrade() -> None:
