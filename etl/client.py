@@ -14,7 +14,6 @@ rate, so a throttled run settles just under the server's limit instead of hammer
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -30,6 +29,7 @@ from httpx_aiohttp import HttpxAiohttpClient
 
 from etl.config import ApiSettings
 from etl.errors import ApiUnavailableError, AuthError, BadDocumentError
+from etl.flatten import decode_document
 from etl.ids import canonical_id
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ _RETRYABLE = frozenset({500, 502, 503, 504})
 _MAX_THROTTLED = 30  # 429 answers one request may get before its id fails
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 30.0
+_LISTING_DEPTH = 500  # a page may hold deep entries: discovery never recurses into them
 _CATCH_UP = 0.05  # seconds of pacing lag a late worker may make up
 ROLES_HINT = (
     "the signed-in user needs the Referrals Admin or Referrals User role in Partner Center "
@@ -179,8 +180,8 @@ def error_message(response: httpx.Response, body: bytes) -> str:
     """A short description of an error answer, from any of the API's error body shapes."""
     detail = ""
     try:
-        parsed = json.loads(body) if body else None
-    except ValueError:
+        parsed = decode_document(body)[0] if body else None
+    except BadDocumentError:
         parsed = None
     if isinstance(parsed, dict):
         inner = parsed.get("error")
@@ -261,8 +262,7 @@ class ReferralsClient:
         )
         if response.status_code == 200:
             try:
-                result.document = self._document(referral_id, response, body)
-                result.raw = body.decode("utf-8")
+                result.document, result.raw = self._document(referral_id, response, body)
             except BadDocumentError as exc:
                 result.status, result.error = 0, str(exc)
         elif response.status_code in {404, 410}:
@@ -275,7 +275,10 @@ class ReferralsClient:
     async def list_referrals(
         self, orderby: str = "updatedDateTime desc", odata_filter: str = ""
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Pages of the list endpoint; a next link is followed on our own base URL."""
+        """Pages of the list endpoint; a next link is followed on our own base URL.
+
+        Raises :class:`ApiUnavailableError` when the listing cannot be had, and
+        :class:`BadDocumentError` for a page whose content is not a listing."""
         params: list[tuple[str, str]] = [("$top", "100"), ("$orderby", orderby)]
         if odata_filter:
             params.append(("$filter", odata_filter))
@@ -288,32 +291,33 @@ class ReferralsClient:
             if response.status_code != 200:
                 raise ApiUnavailableError(f"listing referrals: {error_message(response, body)}")
             try:
-                page = json.loads(body)
-            except ValueError:
-                raise ApiUnavailableError("listing referrals: the answer is not JSON") from None
+                # Deep entries are the fetch's to refuse; discovery reads three fields of each.
+                page, _text = decode_document(body, _LISTING_DEPTH)
+            except BadDocumentError as exc:
+                raise BadDocumentError(f"listing referrals: {exc}") from None
             values = page.get("value") if isinstance(page, dict) else None
             if not isinstance(values, list):
-                raise ApiUnavailableError("listing referrals: the answer has no value array")
+                raise BadDocumentError("listing referrals: the answer has no value array")
             yield [v for v in values if isinstance(v, dict)]
             next_link = page.get("@odata.nextLink")
             if not isinstance(next_link, str) or not next_link:
                 return
             params = parse_qsl(urlsplit(next_link).query, keep_blank_values=True)
 
-    def _document(self, referral_id: str, response: httpx.Response, body: bytes) -> dict[str, Any]:
+    def _document(
+        self, referral_id: str, response: httpx.Response, body: bytes
+    ) -> tuple[dict[str, Any], str | None]:
+        """The document and the text to store as its payload (None: store it re-serialised)."""
         content_type = response.headers.get("content-type", "")
         where = f"referral {referral_id}"
         if content_type and "json" not in content_type.lower():
             raise BadDocumentError(
-                f"{where}: the API answered {content_type.split(';')[0]!r}, not JSON"
+                f"{where}: the API answered {content_type.split(';')[0][:80]!r}, not JSON"
             )
         try:
-            document = json.loads(body)
-        except ValueError as exc:
-            raise BadDocumentError(
-                f"{where}: the body is not valid JSON ({exc.__class__.__name__} at byte "
-                f"{getattr(exc, 'pos', '?')} of {len(body)}); request-id {_request_id(response)}"
-            ) from None
+            document, text = decode_document(body)
+        except BadDocumentError as exc:
+            raise BadDocumentError(f"{where}: {exc}; request-id {_request_id(response)}") from None
         if not isinstance(document, dict):
             raise BadDocumentError(
                 f"{where}: the body is a JSON {type(document).__name__}, not an object"
@@ -324,7 +328,7 @@ class ReferralsClient:
                 f"{where}: the API returned a document for id {str(got)[:80]!r} instead"
             )
         document["id"] = referral_id
-        return document
+        return document, text
 
     async def _send(
         self, url: str, headers: dict[str, str], params: list[tuple[str, Any]] | None = None
