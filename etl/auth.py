@@ -18,6 +18,7 @@ import httpx
 
 from etl.config import Settings
 from etl.errors import AuthError, ConfigError
+from etl.redact import remember
 
 _EARLY = 120.0  # renew a token this many seconds before it expires
 
@@ -26,6 +27,9 @@ _EARLY = 120.0  # renew a token this many seconds before it expires
 class Token:
     value: str
     expires_at: float  # time.time() seconds
+
+    def __post_init__(self) -> None:
+        remember(self.value)  # masked wherever a server echoes it (logs, database, status)
 
     def __repr__(self) -> str:
         return f"Token(expires_at={self.expires_at:.0f})"

@@ -31,6 +31,7 @@ from etl.config import ApiSettings
 from etl.errors import ApiUnavailableError, AuthError, BadDocumentError
 from etl.flatten import decode_document
 from etl.ids import canonical_id
+from etl.redact import mask
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +193,11 @@ def error_message(response: httpx.Response, body: bytes) -> str:
         elif "message" in parsed:
             detail = str(parsed["message"])
     text = f"HTTP {response.status_code}"
-    if detail.strip(": "):
-        text += f" ({detail.strip(': ')[:200]})"
+    detail = " ".join(mask(detail).split()).strip(": ")  # one line, no secret the server echoed
+    if detail:
+        text += f" ({detail[:200]})"
     request_id = _request_id(response)
-    return text + (f" request-id {request_id}" if request_id else "")
+    return text + (f" request-id {mask(request_id)[:100]}" if request_id else "")
 
 
 class _RetryableError(Exception):
@@ -252,7 +254,7 @@ class ReferralsClient:
         try:
             response, body = await self._send(url, headers)
         except (_RetryableError, BadDocumentError) as exc:
-            return FetchResult(referral_id, 0, error=str(exc), seconds=_since(started))
+            return FetchResult(referral_id, 0, error=mask(str(exc)), seconds=_since(started))
         result = FetchResult(
             referral_id,
             response.status_code,
@@ -269,6 +271,8 @@ class ReferralsClient:
             result.status = 404
         elif response.status_code != 304:
             result.status, result.error = 0, error_message(response, body)
+        if result.error is not None:  # whatever the server said, masked before anything keeps it
+            result.error = mask(result.error)
         result.seconds = _since(started)
         return result
 
@@ -441,7 +445,7 @@ def _transport_failure(exc: BaseException, timeout: float) -> str:
     name = origin.__class__.__name__
     if "timeout" in name.lower():
         return f"timed out after {timeout:g}s"
-    detail = str(origin).strip()
+    detail = " ".join(mask(str(origin)).split())
     return f"connection failed ({name}{': ' + detail[:200] if detail else ''})"
 
 

@@ -26,6 +26,7 @@ from etl.config import SyncSettings
 from etl.errors import LockHeldError
 from etl.flatten import FlatReferral, flatten_referral, history_values
 from etl.models import CHILD_TABLES, TABLES
+from etl.redact import mask
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ def _write(conn: Connection, outcomes: Sequence[Outcome], settings: SyncSettings
             state.update(
                 last_success_at=None,
                 consecutive_failures=failures,
-                last_error=error[:2000],
+                last_error=mask(" ".join(error.split()))[:2000],  # one line, never a secret
                 next_attempt_at=_next_after_failure(settings, failures, now),
             )
         ledger.append(state)

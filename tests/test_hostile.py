@@ -6,13 +6,17 @@ the client to the rows goes through the real code and the real databases.
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
 from conftest import backfill, rows_of, settings_for, sync
 from hostile_docs import hostile_bodies, install
 from sqlalchemy.engine import Engine
 
+from etl.ids import TrackedId
 from etl.models import TABLES
 from etl.sandbox import Sandbox
 
@@ -90,3 +94,92 @@ def test_a_listing_page_that_cannot_be_read_stops_discovery_not_the_run(engine: 
         conn.execute(sa.update(TABLES["sync_state"]).values(next_attempt_at=None))
     report = sync(engine, box, settings=settings_for(engine, sync={"discover": True}))
     assert report.counts.failed == 0 and report.counts.unchanged == 10
+
+
+SECRET_TOKEN = "opaque-S3cr3tT0kenValue.abc_123"
+
+
+class _Echoing(httpx.AsyncBaseTransport):
+    """In front of the sandbox: for some ids the server echoes the request's credentials."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, echo: list[str]) -> None:
+        self.inner = inner
+        self.echo = echo
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        rid = request.url.path.rsplit("/", 1)[-1]
+        auth = request.headers.get("authorization", "")
+        if rid == self.echo[0]:
+            message = f"bad request; headers were Authorization: {auth}, Accept: */*"
+            return httpx.Response(400, json={"error": {"code": "BadRequest", "message": message}})
+        if rid == self.echo[1]:
+            text = f"upstream said: access_token={auth.split()[-1]}&x=1\nline two"
+            return httpx.Response(500, json={"message": text})
+        if rid == self.echo[2]:
+            text = f"the token {auth.split()[-1]} has expired"
+            return httpx.Response(400, json={"code": "Expired", "description": text})
+        return await self.inner.handle_async_request(request)
+
+
+def test_a_token_the_server_echoes_is_never_stored_logged_printed_or_in_metrics(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from etl.auth import BearerAuth, StaticTokenProvider
+    from etl.logs import setup_logging
+    from etl.metrics import write_metrics
+    from etl.status import render_status
+    from etl.sync import RunOptions, run_backfill
+
+    box = Sandbox(count=30, seed=44)
+    box.faults.accepted_tokens = {SECRET_TOKEN}
+    echo = box.ids[:3]
+    log_stream = io.StringIO()
+    setup_logging("json", 1, stream=log_stream)
+    options = RunOptions(
+        trigger="backfill",
+        transport=_Echoing(box.transport(), echo),
+        auth=BearerAuth(StaticTokenProvider(SECRET_TOKEN)),
+    )
+    settings = settings_for(engine, api={"max_attempts": 2})
+    report = run_backfill(settings, engine, (TrackedId(i, "file") for i in box.ids), options)
+    setup_logging()
+    assert {rid for rid, _ in report.counts.failures} == set(echo)
+    everything: list[str] = []
+    for name in TABLES:
+        everything += [str(row) for row in rows_of(engine, name)]
+    database = "\n".join(everything)
+    status = render_status(engine)
+    metrics = tmp_path / "metrics.prom"
+    write_metrics(report, str(metrics))
+    logs = log_stream.getvalue()
+    for where, text in [
+        ("database", database),
+        ("status", status),
+        ("logs", logs),
+        ("metrics", metrics.read_text()),
+    ]:
+        assert SECRET_TOKEN not in text, where
+        assert "S3cr3t" not in text, where
+    state = {r["referral_id"]: r["last_error"] for r in rows_of(engine, "sync_state")}
+    assert "Authorization: ***" in state[echo[0]]
+    assert "access_token=***" in state[echo[1]] and "\n" not in state[echo[1]]
+    assert "the token *** has expired" in state[echo[2]]
+    assert "Authorization: ***" in status and "***" in logs
+
+
+def test_mask_hides_every_shape_of_secret() -> None:
+    from etl.redact import mask, remember
+
+    remember("plain-opaque-token-value")
+    cases = {
+        "the plain-opaque-token-value expired": "the *** expired",
+        '{"Authorization": "Bearer abc.def"}': '{"Authorization": "***"}',
+        "authorization=Basic dXNlcjpwYXNz&x=1": "authorization=***&x=1",
+        "got Bearer abcdefghijkl": "got Bearer ***",
+        "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig here": "jwt *** here",
+        '{"refresh_token": "0.AX8A-long"}': '{"refresh_token": "***"}',
+        "client_secret=abc password: hunter2": "client_secret=*** password: ***",
+        "nothing secret here": "nothing secret here",
+    }
+    for text, want in cases.items():
+        assert mask(text) == want
