@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 import uuid
@@ -159,14 +160,16 @@ def _backoff(attempt: int) -> float:
     return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1)))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx.Response, cap: float) -> float | None:
+    """The seconds a ``Retry-After`` header asks for, at most ``cap`` (None: not a number)."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, min(float(value), 600.0))
+        seconds = float(value)
     except ValueError:
         return None
+    return max(0.0, min(seconds, cap)) if math.isfinite(seconds) else cap
 
 
 def _request_id(response: httpx.Response) -> str | None:
@@ -375,7 +378,9 @@ class ReferralsClient:
             status = response.status_code
             if status == 429:
                 throttled += 1
-                pause = self.throttle.throttled(_retry_after(response), throttled)
+                pause = self.throttle.throttled(
+                    _retry_after(response, self.settings.max_retry_after_seconds), throttled
+                )
                 log.debug("throttled (429), every worker pauses %.1fs", pause)
                 if throttled > _MAX_THROTTLED:
                     raise _RetryableError(f"still throttled (429) after {throttled} answers")
@@ -388,7 +393,7 @@ class ReferralsClient:
                     message = error_message(response, body)
                     raise _RetryableError(f"{message} (gave up after {attempt} attempts)")
                 self.stats.retries += 1
-                wait = _retry_after(response)
+                wait = _retry_after(response, self.settings.max_retry_after_seconds)
                 await self._sleep(_backoff(attempt) if wait is None else wait)
                 continue
             if status == 403:
@@ -402,26 +407,13 @@ class ReferralsClient:
     ) -> tuple[httpx.Response, bytes]:
         cap = self.settings.max_body_bytes
         try:
-            request = self._http.build_request("GET", url, headers=headers, params=params)
-            response = await self._http.send(request, stream=True)
-            try:
-                length = response.headers.get("content-length")
-                if length is not None and length.isdigit() and int(length) > cap:
-                    body = b""
-                    oversized = True
-                else:
-                    chunks = []
-                    size = 0
-                    oversized = False
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > cap:
-                            oversized = True
-                            break
-                        chunks.append(chunk)
-                    body = b"".join(chunks)
-            finally:
-                await response.aclose()
+            # One deadline for the whole answer: connecting, the headers and every byte of the
+            # body. aiohttp's read timeout restarts on each byte, so a server trickling one byte
+            # a second would otherwise hold the request (and a stop) for ever.
+            async with asyncio.timeout(self.settings.timeout_seconds):
+                response, body, oversized = await self._exchange(url, headers, params, cap)
+        except TimeoutError:
+            raise _RetryableError(f"timed out after {self.settings.timeout_seconds:g}s") from None
         except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
             raise _RetryableError(_transport_failure(exc, self.settings.timeout_seconds)) from None
         self.stats.count(response.status_code)
@@ -430,6 +422,27 @@ class ReferralsClient:
                 f"the answer is larger than api.max_body_bytes ({cap} bytes); refused"
             )
         return response, body
+
+    async def _exchange(
+        self, url: str, headers: dict[str, str], params: list[tuple[str, Any]] | None, cap: int
+    ) -> tuple[httpx.Response, bytes, bool]:
+        """Send one request and read its body (at most ``cap`` bytes of it)."""
+        request = self._http.build_request("GET", url, headers=headers, params=params)
+        response = await self._http.send(request, stream=True)
+        try:
+            length = response.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > cap:
+                return response, b"", True
+            chunks = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    return response, b"", True
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        return response, b"".join(chunks), False
 
     async def _sleep(self, seconds: float) -> None:
         if self._stop is None:

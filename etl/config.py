@@ -79,11 +79,24 @@ class ApiSettings:
         metadata=_key("Referrals API base URL, up to and including /v1.0", http_url=True),
     )
     timeout_seconds: float = field(
-        default=30.0, metadata=_key("timeout of one HTTP request, in seconds", min=0.1, max=600)
+        default=30.0,
+        metadata=_key(
+            "deadline of one HTTP request (connect, headers and whole body), in seconds",
+            min=0.1,
+            max=600,
+        ),
     )
     concurrency: int = field(default=8, metadata=_key("requests in flight at most", min=1, max=256))
     max_requests_per_second: float = field(
         default=0.0, metadata=_key("cap on requests per second, 0 = no cap", min=0, max=10_000)
+    )
+    max_retry_after_seconds: float = field(
+        default=120.0,
+        metadata=_key(
+            "longest pause a Retry-After header may ask for; a longer one is cut to this",
+            min=0,
+            max=3600,
+        ),
     )
     max_attempts: int = field(
         default=6, metadata=_key("attempts per request before the id fails", min=1, max=50)
