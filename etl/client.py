@@ -17,6 +17,7 @@ import asyncio
 import logging
 import math
 import random
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,7 +35,7 @@ from etl.flatten import decode_document
 from etl.ids import canonical_id
 from etl.redact import mask
 from etl.results import FetchResult, Outcome
-from etl.stopping import StopRequest
+from etl.stopping import StopRequest, StopRequested
 
 __all__ = ["ClientStats", "FetchResult", "Outcome", "ReferralsClient", "Throttle"]
 
@@ -44,6 +45,7 @@ _RETRYABLE = frozenset({500, 502, 503, 504})
 _MAX_THROTTLED = 30  # 429 answers one request may get before its id fails
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 30.0
+_HEADER_VALUE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,1023}")  # visible ASCII, no CR/LF
 _LISTING_DEPTH = 500  # a page may hold deep entries: discovery never recurses into them
 _CATCH_UP = 0.05  # seconds of pacing lag a late worker may make up
 ROLES_HINT = (
@@ -257,14 +259,27 @@ class ReferralsClient:
     async def fetch_referral(
         self, referral_id: str, etag: str | None = None, *, source: str = "manual"
     ) -> FetchResult:
-        """GET one referral, with ``If-None-Match`` when an eTag is stored."""
+        """GET one referral, with ``If-None-Match`` when an eTag is stored.
+
+        Whatever the server answers ends as a result for this id; only a stop, the API being
+        unusable (:class:`ApiUnavailableError`) or refusing us (:class:`AuthError`) raise.
+        """
         referral_id = canonical_id(referral_id)
-        headers = {"If-None-Match": etag} if etag else {}
+        # A stored eTag came from a document; one that cannot be a header value is not sent.
+        usable = etag is not None and _HEADER_VALUE.fullmatch(etag) is not None
+        headers = {"If-None-Match": etag} if usable and etag else {}
         url = f"{self.base_url}/engagements/referrals/{referral_id}"
         try:
             response, body = await self._send(url, headers)
         except (_RetryableError, BadDocumentError) as exc:
             return FetchResult(referral_id, Outcome.FAILED, source, error=mask(str(exc)))
+        except (AuthError, ApiUnavailableError, StopRequested):
+            raise
+        except Exception as exc:  # anything else an answer can cause fails only this id
+            log.warning("referral %s: unexpected %s", referral_id, exc.__class__.__name__)
+            reason = " ".join(mask(str(exc)).split())[:200]
+            error = f"the request failed ({exc.__class__.__name__}: {reason})"
+            return FetchResult(referral_id, Outcome.FAILED, source, error=error)
         status = response.status_code
         result = FetchResult(
             referral_id,

@@ -189,7 +189,9 @@ def flatten_referral(
 
     ``raw`` is the document's JSON text as received, stored as the payload when given.
     """
-    rid = document["id"]
+    rid = document.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise ValueError(f"the document's id is not a string but {type(rid).__name__}")
     details = _dict(document.get("details"))
     consent = _dict(document.get("consent"))
     invite = _dict(document.get("inviteContext"))

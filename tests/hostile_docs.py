@@ -22,7 +22,7 @@ def _details(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def hostile_bodies(box: Sandbox, ids: list[str]) -> dict[str, tuple[bytes, str]]:
-    """A hostile body for each of ``ids`` (at least 11), with what should become of it."""
+    """A hostile body for each of ``ids`` (at least 12), with what should become of it."""
     out: dict[str, tuple[bytes, str]] = {}
     kinds = iter(ids)
 
@@ -77,6 +77,11 @@ def hostile_bodies(box: Sandbox, ids: list[str]) -> dict[str, tuple[bytes, str]]
     doc = _doc(box, rid)
     doc["nest"] = json.loads("[" * 30 + "]" * 30)
     out[rid] = (json.dumps(doc).encode(), "stored")
+
+    rid = next(kinds)
+    doc = _doc(box, rid)
+    doc["eTag"] = 'W/"\u00e9t\u00e9"\r\nX-Injected: 1'  # no header can carry it back
+    out[rid] = (json.dumps(doc).encode(), "stored:etag")
     return out
 
 

@@ -130,6 +130,7 @@ def test_sigterm_ends_the_run_within_the_request_deadline(tmp_path: Path, mode: 
         _out, err = process.communicate()
     assert code == 128 + signal.SIGTERM, err
     assert "Traceback" not in err and "deadline-token" not in err
+    assert "run the same backfill again to finish" in err
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'd.db'}")
     with engine.connect() as conn:
         statuses = conn.execute(sa.text("select status from sync_runs")).scalars().all()

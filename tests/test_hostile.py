@@ -27,7 +27,7 @@ def _payload(row: dict[str, Any]) -> Any:
 
 def test_odd_documents_are_stored_and_bad_ones_fail_alone(engine: Engine) -> None:
     box = Sandbox(count=120, seed=41)
-    bodies = hostile_bodies(box, box.ids[:11])
+    bodies = hostile_bodies(box, box.ids[:12])
     install(box, bodies)
     for attempt in (1, 2):  # a second run behaves the same
         report = backfill(engine, box)
@@ -57,6 +57,8 @@ def test_odd_documents_are_stored_and_bad_ones_fail_alone(engine: Engine) -> Non
             assert row["deal_value"] is None
             assert payload["details"]["dealValue"] == "NaN"
             assert payload["score"] == "-Infinity"
+        elif want == "stored:etag":
+            assert row["etag"] == 'W/"\u00e9t\u00e9"\r\nX-Injected: 1'
         elif want == "stored:fffd-key":
             assert row["notes"] == '{"k\ufffd":"\ufffd","ok":"\U0001f600"}'
             assert payload["details"]["notes"] == {"k\ufffd": "\ufffd", "ok": "\U0001f600"}
@@ -66,7 +68,7 @@ def test_odd_documents_are_stored_and_bad_ones_fail_alone(engine: Engine) -> Non
 
 def test_a_listing_with_hostile_entries_still_stores_the_good_ones(engine: Engine) -> None:
     box = Sandbox(count=150, seed=42)
-    bodies = hostile_bodies(box, box.ids[:11])
+    bodies = hostile_bodies(box, box.ids[:12])
     del bodies[box.ids[7]]  # a 100,000-deep page cannot be read at all (see the next test)
     del bodies[box.ids[6]]
     del bodies[box.ids[3]]  # a UTF-16 body inside a UTF-8 page is not JSON either
@@ -183,3 +185,23 @@ def test_mask_hides_every_shape_of_secret() -> None:
     }
     for text, want in cases.items():
         assert mask(text) == want
+
+
+def test_a_document_the_flattening_cannot_read_fails_alone(engine: Engine) -> None:
+    from etl import store
+    from etl.results import FetchResult, Outcome
+
+    box = Sandbox(count=3, seed=45)
+    good = [
+        FetchResult(rid, Outcome.FETCHED, "file", document=box.document(rid)) for rid in box.ids
+    ]
+    bad = [
+        FetchResult("no-id", Outcome.FETCHED, "file", document={"name": "no id at all"}),
+        FetchResult("odd-id", Outcome.FETCHED, "file", document={"id": ["not", "a", "string"]}),
+    ]
+    counts = store.write_batch(engine, [good[0], *bad, *good[1:]], settings_for(engine).sync)
+    assert (counts.created, counts.failed) == (3, 2)
+    assert {r["id"] for r in rows_of(engine, "referrals")} == set(box.ids)
+    state = {r["referral_id"]: r for r in rows_of(engine, "sync_state")}
+    assert state["no-id"]["last_error"].startswith("the document could not be read into rows")
+    assert state["no-id"]["next_attempt_at"] is not None
