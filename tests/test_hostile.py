@@ -7,6 +7,9 @@ the client to the rows goes through the real code and the real databases.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from etl.ids import TrackedId
 from etl.models import TABLES
-from etl.sandbox import Sandbox
+from etl.sandbox import Sandbox, ServerThread
 
 
 def _payload(row: dict[str, Any]) -> Any:
@@ -205,3 +208,55 @@ def test_a_document_the_flattening_cannot_read_fails_alone(engine: Engine) -> No
     state = {r["referral_id"]: r for r in rows_of(engine, "sync_state")}
     assert state["no-id"]["last_error"].startswith("the document could not be read into rows")
     assert state["no-id"]["next_attempt_at"] is not None
+
+
+def _cli(args: list[str], url: str, base_url: str, token: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRALS_ETL_")}
+    env.update(
+        REFERRALS_ETL_DATABASE_URL=url,
+        REFERRALS_ETL_API_BASE_URL=base_url,
+        REFERRALS_ETL_API_MAX_ATTEMPTS="2",
+        REFERRALS_ETL_AUTH_MODE="access_token",
+        REFERRALS_ETL_AUTH_ACCESS_TOKEN=token,
+        REFERRALS_ETL_SYNC_DISCOVER="false",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "etl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_acceptance_1500_good_ids_among_the_hostile_documents(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The issue's acceptance run, through the CLI and a real HTTP server, on each database."""
+    box = Sandbox(count=1_513, seed=46)
+    bodies = hostile_bodies(box, box.ids[:12])
+    install(box, bodies)
+    echo = box.ids[12]
+    box.faults.echo_auth_ids = {echo}
+    box.faults.accepted_tokens = {SECRET_TOKEN}
+    failed = {rid for rid, (_, want) in bodies.items() if want.startswith("failed")} | {echo}
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(box.ids) + "\n")
+    url = engine.url.render_as_string(hide_password=False)
+    with ServerThread(box) as server:
+        for attempt in (1, 2):  # a second run behaves the same
+            done = _cli(["backfill", str(ids)], url, server.base_url, SECRET_TOKEN)
+            assert done.returncode == 1, done.stderr
+            output = done.stdout + done.stderr
+            assert "Traceback" not in output and SECRET_TOKEN not in output
+            assert f"{len(failed)} failed" in done.stdout, (attempt, done.stdout)
+            shown = _cli(["status"], url, server.base_url, SECRET_TOKEN)
+            assert shown.returncode == 0 and SECRET_TOKEN not in shown.stdout
+            assert "Authorization: ***" in shown.stdout
+    stored = {r["id"] for r in rows_of(engine, "referrals")}
+    assert stored == set(box.ids) - failed
+    state = {r["referral_id"]: r for r in rows_of(engine, "sync_state")}
+    for rid in failed:
+        assert state[rid]["consecutive_failures"] == 2 and state[rid]["last_error"]
+    for name in TABLES:
+        assert all(SECRET_TOKEN not in str(row) for row in rows_of(engine, name)), name
