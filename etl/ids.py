@@ -172,11 +172,10 @@ class _Reader:
             if not chunk:
                 return ""
             stripped = chunk.lstrip(_BLANK)
+            skipped = chunk[: len(chunk) - len(stripped)]
+            self.lines_skipped += skipped.count("\n")  # line numbers stay those of the file
             if stripped:
-                # Keep the line structure: put back from the start of the significant line.
-                skipped = chunk[: len(chunk) - len(stripped)]
                 self._pending = stripped + self._pending
-                self.lines_skipped = skipped.count("\n")
                 return stripped[0]
 
     def lines(self, limit: int) -> Iterator[tuple[int, str | None]]:
