@@ -120,7 +120,7 @@ def decode_document(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[Any, str |
         ) from None
     if (text.count("{") + text.count("[")) > max_depth and _depth(value, max_depth) > max_depth:
         raise BadDocumentError(f"the body is nested more than {max_depth} levels deep")
-    if _SURROGATE.search(text) is not None:
+    if _may_hold_surrogates(body, text, encoding) and _SURROGATE.search(text) is not None:
         cleaned, changed = _without_surrogates(value)
         if changed:
             return cleaned, None
@@ -128,19 +128,26 @@ def decode_document(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[Any, str |
 
 
 def _depth(value: Any, limit: int) -> int:
-    """How deeply containers nest in ``value``, without recursion."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, list):
-            deepest = max(deepest, level)
-            if deepest > limit:
-                return deepest
-            stack.extend((child, level + 1) for child in item)
-    return deepest
+    """How deeply containers nest in ``value`` (more than ``limit``: stops counting), level by
+    level without recursion."""
+    level = [value]
+    depth = 0
+    while True:
+        level = [v for v in level if type(v) is dict or type(v) is list]
+        if not level:
+            return depth
+        depth += 1
+        if depth > limit:
+            return depth
+        level = [c for v in level for c in (v.values() if type(v) is dict else v)]
+
+
+def _may_hold_surrogates(body: bytes, text: str, encoding: str) -> bool:
+    """A quick look (substring searches) before the slower exact one: a surrogate is either an
+    escape (``\\udXXX``) or, in UTF-8, encoded as a byte 0xED."""
+    if "\\ud" in text or "\\uD" in text:
+        return True
+    return not encoding.startswith("utf-8") or b"\xed" in body
 
 
 def _clean(text: str) -> str:
