@@ -200,9 +200,10 @@ class SyncSettings:
     lock_lease: float = field(
         default=120.0,
         metadata=_key(
-            "lease of the run lock, renewed while the run lives (at least 10s)",
+            "lease of the run lock, renewed every third of it while the run lives (at least "
+            "3s: renewals come at most once a second)",
             duration=True,
-            min=10,
+            min=3,
         ),
     )
 
