@@ -7,7 +7,9 @@ The public names, by stage (see README "How it works"):
 - ids: ``etl.ids.read_ids``, ``etl.ids.canonical_id``, ``etl.ids.in_shard``
 - fetch: ``etl.client.ReferralsClient``, ``etl.auth.build_auth``; its answer for one id is
   ``etl.results.FetchResult`` (with ``etl.results.Outcome``), handed as it is to the store
-- flatten: ``etl.flatten.flatten_referral``
+- flatten: ``etl.flatten.decode_document`` (an answer's bytes to a storable document),
+  ``etl.flatten.flatten_referral``
+- masking: ``etl.redact.mask`` (tokens, ``Authorization`` values, bearer/JWT shapes)
 - store: ``etl.store.write_batch``
 - runs: ``etl.sync.run_backfill``, ``etl.sync.run_sync``, ``etl.sync.SyncReport``,
   ``etl.scheduler.run_schedule``
@@ -28,6 +30,7 @@ __all__ = [
     "flatten",
     "ids",
     "models",
+    "redact",
     "results",
     "sandbox",
     "scheduler",

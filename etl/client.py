@@ -14,9 +14,10 @@ rate, so a throttled run settles just under the server's limit instead of hammer
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import math
 import random
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,9 +31,11 @@ from httpx_aiohttp import HttpxAiohttpClient
 
 from etl.config import ApiSettings
 from etl.errors import ApiUnavailableError, AuthError, BadDocumentError
+from etl.flatten import decode_document
 from etl.ids import canonical_id
+from etl.redact import mask
 from etl.results import FetchResult, Outcome
-from etl.stopping import StopRequest
+from etl.stopping import StopRequest, StopRequested
 
 __all__ = ["ClientStats", "FetchResult", "Outcome", "ReferralsClient", "Throttle"]
 
@@ -42,6 +45,8 @@ _RETRYABLE = frozenset({500, 502, 503, 504})
 _MAX_THROTTLED = 30  # 429 answers one request may get before its id fails
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 30.0
+_HEADER_VALUE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,1023}")  # visible ASCII, no CR/LF
+_LISTING_DEPTH = 500  # a page may hold deep entries: discovery never recurses into them
 _CATCH_UP = 0.05  # seconds of pacing lag a late worker may make up
 ROLES_HINT = (
     "the signed-in user needs the Referrals Admin or Referrals User role in Partner Center "
@@ -157,14 +162,16 @@ def _backoff(attempt: int) -> float:
     return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1)))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx.Response, cap: float) -> float | None:
+    """The seconds a ``Retry-After`` header asks for, at most ``cap`` (None: not a number)."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, min(float(value), 600.0))
+        seconds = float(value)
     except ValueError:
         return None
+    return max(0.0, min(seconds, cap)) if math.isfinite(seconds) else cap
 
 
 def _request_id(response: httpx.Response) -> str | None:
@@ -179,8 +186,8 @@ def error_message(response: httpx.Response, body: bytes) -> str:
     """A short description of an error answer, from any of the API's error body shapes."""
     detail = ""
     try:
-        parsed = json.loads(body) if body else None
-    except ValueError:
+        parsed = decode_document(body)[0] if body else None
+    except BadDocumentError:
         parsed = None
     if isinstance(parsed, dict):
         inner = parsed.get("error")
@@ -191,10 +198,11 @@ def error_message(response: httpx.Response, body: bytes) -> str:
         elif "message" in parsed:
             detail = str(parsed["message"])
     text = f"HTTP {response.status_code}"
-    if detail.strip(": "):
-        text += f" ({detail.strip(': ')[:200]})"
+    detail = " ".join(mask(detail).split()).strip(": ")  # one line, no secret the server echoed
+    if detail:
+        text += f" ({detail[:200]})"
     request_id = _request_id(response)
-    return text + (f" request-id {request_id}" if request_id else "")
+    return text + (f" request-id {mask(request_id)[:100]}" if request_id else "")
 
 
 class _RetryableError(Exception):
@@ -251,14 +259,27 @@ class ReferralsClient:
     async def fetch_referral(
         self, referral_id: str, etag: str | None = None, *, source: str = "manual"
     ) -> FetchResult:
-        """GET one referral, with ``If-None-Match`` when an eTag is stored."""
+        """GET one referral, with ``If-None-Match`` when an eTag is stored.
+
+        Whatever the server answers ends as a result for this id; only a stop, the API being
+        unusable (:class:`ApiUnavailableError`) or refusing us (:class:`AuthError`) raise.
+        """
         referral_id = canonical_id(referral_id)
-        headers = {"If-None-Match": etag} if etag else {}
+        # A stored eTag came from a document; one that cannot be a header value is not sent.
+        usable = etag is not None and _HEADER_VALUE.fullmatch(etag) is not None
+        headers = {"If-None-Match": etag} if usable and etag else {}
         url = f"{self.base_url}/engagements/referrals/{referral_id}"
         try:
             response, body = await self._send(url, headers)
         except (_RetryableError, BadDocumentError) as exc:
-            return FetchResult(referral_id, Outcome.FAILED, source, error=str(exc))
+            return FetchResult(referral_id, Outcome.FAILED, source, error=mask(str(exc)))
+        except (AuthError, ApiUnavailableError, StopRequested):
+            raise
+        except Exception as exc:  # anything else an answer can cause fails only this id
+            log.warning("referral %s: unexpected %s", referral_id, exc.__class__.__name__)
+            reason = " ".join(mask(str(exc)).split())[:200]
+            error = f"the request failed ({exc.__class__.__name__}: {reason})"
+            return FetchResult(referral_id, Outcome.FAILED, source, error=error)
         status = response.status_code
         result = FetchResult(
             referral_id,
@@ -269,10 +290,9 @@ class ReferralsClient:
         )
         if status == 200:
             try:
-                result.document = self._document(referral_id, response, body)
-                result.raw = body.decode("utf-8")
+                result.document, result.raw = self._document(referral_id, response, body)
                 result.outcome = Outcome.FETCHED
-            except (BadDocumentError, UnicodeDecodeError) as exc:
+            except BadDocumentError as exc:
                 result.document = None
                 result.error = str(exc)
         elif status == 304:
@@ -281,12 +301,17 @@ class ReferralsClient:
             result.outcome = Outcome.NOT_FOUND
         else:
             result.error = error_message(response, body)
+        if result.error is not None:  # whatever the server said, masked before anything keeps it
+            result.error = mask(result.error)
         return result
 
     async def list_referrals(
         self, orderby: str = "updatedDateTime desc", odata_filter: str = ""
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Pages of the list endpoint; a next link is followed on our own base URL."""
+        """Pages of the list endpoint; a next link is followed on our own base URL.
+
+        Raises :class:`ApiUnavailableError` when the listing cannot be had, and
+        :class:`BadDocumentError` for a page whose content is not a listing."""
         params: list[tuple[str, str]] = [("$top", "100"), ("$orderby", orderby)]
         if odata_filter:
             params.append(("$filter", odata_filter))
@@ -299,32 +324,33 @@ class ReferralsClient:
             if response.status_code != 200:
                 raise ApiUnavailableError(f"listing referrals: {error_message(response, body)}")
             try:
-                page = json.loads(body)
-            except ValueError:
-                raise ApiUnavailableError("listing referrals: the answer is not JSON") from None
+                # Deep entries are the fetch's to refuse; discovery reads three fields of each.
+                page, _text = decode_document(body, _LISTING_DEPTH)
+            except BadDocumentError as exc:
+                raise BadDocumentError(f"listing referrals: {exc}") from None
             values = page.get("value") if isinstance(page, dict) else None
             if not isinstance(values, list):
-                raise ApiUnavailableError("listing referrals: the answer has no value array")
+                raise BadDocumentError("listing referrals: the answer has no value array")
             yield [v for v in values if isinstance(v, dict)]
             next_link = page.get("@odata.nextLink")
             if not isinstance(next_link, str) or not next_link:
                 return
             params = parse_qsl(urlsplit(next_link).query, keep_blank_values=True)
 
-    def _document(self, referral_id: str, response: httpx.Response, body: bytes) -> dict[str, Any]:
+    def _document(
+        self, referral_id: str, response: httpx.Response, body: bytes
+    ) -> tuple[dict[str, Any], str | None]:
+        """The document and the text to store as its payload (None: store it re-serialised)."""
         content_type = response.headers.get("content-type", "")
         where = f"referral {referral_id}"
         if content_type and "json" not in content_type.lower():
             raise BadDocumentError(
-                f"{where}: the API answered {content_type.split(';')[0]!r}, not JSON"
+                f"{where}: the API answered {content_type.split(';')[0][:80]!r}, not JSON"
             )
         try:
-            document = json.loads(body)
-        except ValueError as exc:
-            raise BadDocumentError(
-                f"{where}: the body is not valid JSON ({exc.__class__.__name__} at byte "
-                f"{getattr(exc, 'pos', '?')} of {len(body)}); request-id {_request_id(response)}"
-            ) from None
+            document, text = decode_document(body)
+        except BadDocumentError as exc:
+            raise BadDocumentError(f"{where}: {exc}; request-id {_request_id(response)}") from None
         if not isinstance(document, dict):
             raise BadDocumentError(
                 f"{where}: the body is a JSON {type(document).__name__}, not an object"
@@ -335,7 +361,7 @@ class ReferralsClient:
                 f"{where}: the API returned a document for id {str(got)[:80]!r} instead"
             )
         document["id"] = referral_id
-        return document
+        return document, text
 
     async def _send(
         self, url: str, headers: dict[str, str], params: list[tuple[str, Any]] | None = None
@@ -367,7 +393,9 @@ class ReferralsClient:
             status = response.status_code
             if status == 429:
                 throttled += 1
-                pause = self.throttle.throttled(_retry_after(response), throttled)
+                pause = self.throttle.throttled(
+                    _retry_after(response, self.settings.max_retry_after_seconds), throttled
+                )
                 log.debug("throttled (429), every worker pauses %.1fs", pause)
                 if throttled > _MAX_THROTTLED:
                     raise _RetryableError(f"still throttled (429) after {throttled} answers")
@@ -380,7 +408,7 @@ class ReferralsClient:
                     message = error_message(response, body)
                     raise _RetryableError(f"{message} (gave up after {attempt} attempts)")
                 self.stats.retries += 1
-                wait = _retry_after(response)
+                wait = _retry_after(response, self.settings.max_retry_after_seconds)
                 await self._sleep(_backoff(attempt) if wait is None else wait)
                 continue
             if status == 403:
@@ -394,26 +422,13 @@ class ReferralsClient:
     ) -> tuple[httpx.Response, bytes]:
         cap = self.settings.max_body_bytes
         try:
-            request = self._http.build_request("GET", url, headers=headers, params=params)
-            response = await self._http.send(request, stream=True)
-            try:
-                length = response.headers.get("content-length")
-                if length is not None and length.isdigit() and int(length) > cap:
-                    body = b""
-                    oversized = True
-                else:
-                    chunks = []
-                    size = 0
-                    oversized = False
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > cap:
-                            oversized = True
-                            break
-                        chunks.append(chunk)
-                    body = b"".join(chunks)
-            finally:
-                await response.aclose()
+            # One deadline for the whole answer: connecting, the headers and every byte of the
+            # body. aiohttp's read timeout restarts on each byte, so a server trickling one byte
+            # a second would otherwise hold the request (and a stop) for ever.
+            async with asyncio.timeout(self.settings.timeout_seconds):
+                response, body, oversized = await self._exchange(url, headers, params, cap)
+        except TimeoutError:
+            raise _RetryableError(f"timed out after {self.settings.timeout_seconds:g}s") from None
         except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
             raise _RetryableError(_transport_failure(exc, self.settings.timeout_seconds)) from None
         self.stats.count(response.status_code)
@@ -422,6 +437,27 @@ class ReferralsClient:
                 f"the answer is larger than api.max_body_bytes ({cap} bytes); refused"
             )
         return response, body
+
+    async def _exchange(
+        self, url: str, headers: dict[str, str], params: list[tuple[str, Any]] | None, cap: int
+    ) -> tuple[httpx.Response, bytes, bool]:
+        """Send one request and read its body (at most ``cap`` bytes of it)."""
+        request = self._http.build_request("GET", url, headers=headers, params=params)
+        response = await self._http.send(request, stream=True)
+        try:
+            length = response.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > cap:
+                return response, b"", True
+            chunks = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    return response, b"", True
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        return response, b"".join(chunks), False
 
     async def _sleep(self, seconds: float) -> None:
         if self._stop is None:
@@ -454,5 +490,5 @@ def _transport_failure(exc: BaseException, timeout: float) -> str:
     name = origin.__class__.__name__
     if "timeout" in name.lower():
         return f"timed out after {timeout:g}s"
-    detail = str(origin).strip()
+    detail = " ".join(mask(str(origin)).split())
     return f"connection failed ({name}{': ' + detail[:200] if detail else ''})"

@@ -9,6 +9,7 @@ naming the key, where the value came from and what would be valid.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from etl.errors import ConfigError
 
@@ -65,6 +67,7 @@ class DatabaseSettings:
             "SQLAlchemy URL: sqlite:///path.db, postgresql+psycopg://user@host/db, "
             "mysql+pymysql://user@host/db?charset=utf8mb4",
             secret_in_url=True,
+            database_url=True,
         ),
     )
 
@@ -73,14 +76,27 @@ class DatabaseSettings:
 class ApiSettings:
     base_url: str = field(
         default="https://api.partner.microsoft.com/v1.0",
-        metadata=_key("Referrals API base URL, up to and including /v1.0"),
+        metadata=_key("Referrals API base URL, up to and including /v1.0", http_url=True),
     )
     timeout_seconds: float = field(
-        default=30.0, metadata=_key("timeout of one HTTP request, in seconds", min=0.1, max=600)
+        default=30.0,
+        metadata=_key(
+            "deadline of one HTTP request (connect, headers and whole body), in seconds",
+            min=0.1,
+            max=600,
+        ),
     )
     concurrency: int = field(default=8, metadata=_key("requests in flight at most", min=1, max=256))
     max_requests_per_second: float = field(
         default=0.0, metadata=_key("cap on requests per second, 0 = no cap", min=0, max=10_000)
+    )
+    max_retry_after_seconds: float = field(
+        default=120.0,
+        metadata=_key(
+            "longest pause a Retry-After header may ask for; a longer one is cut to this",
+            min=0,
+            max=3600,
+        ),
     )
     max_attempts: int = field(
         default=6, metadata=_key("attempts per request before the id fails", min=1, max=50)
@@ -183,7 +199,12 @@ class SyncSettings:
     )
     lock_lease: float = field(
         default=120.0,
-        metadata=_key("lease of the run lock, renewed while the run lives", duration=True),
+        metadata=_key(
+            "lease of the run lock, renewed every third of it while the run lives (at least "
+            "3s: renewals come at most once a second)",
+            duration=True,
+            min=3,
+        ),
     )
 
 
@@ -320,6 +341,7 @@ def all_keys() -> list[tuple[str, dataclasses.Field[Any]]]:
     return [(s, f) for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 
 
+_DURATION_MAX = 100 * 366 * 86400.0  # a century: anything longer is a typo
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
@@ -337,7 +359,12 @@ def _describe(f: dataclasses.Field[Any]) -> str:
     if "choices" in meta:
         return "one of " + ", ".join(meta["choices"])
     if meta.get("duration"):
-        return "a duration such as 90s, 30m, 1h, 7d (or seconds)"
+        least = f", at least {meta['min']:g}s" if "min" in meta else ""
+        return f"a duration such as 90s, 30m, 1h, 7d (or seconds){least}"
+    if meta.get("http_url"):
+        return "an http:// or https:// URL with a host"
+    if meta.get("database_url"):
+        return "a database URL (a port, when given, is a number from 1 to 65535)"
     kind = {"bool": "true or false", "int": "a whole number", "float": "a number"}.get(
         str(f.type), "a string"
     )
@@ -368,7 +395,7 @@ def _convert(section: str, f: dataclasses.Field[Any], raw: Any, origin: str) -> 
                 raise bad from None
         else:
             raise bad
-        if value < 0:
+        if not math.isfinite(value) or not meta.get("min", 0) <= value <= _DURATION_MAX:
             raise bad
         return value
     if typ == "bool":
@@ -384,8 +411,10 @@ def _convert(section: str, f: dataclasses.Field[Any], raw: Any, origin: str) -> 
             raise bad
         try:
             value = int(raw) if typ == "int" else float(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # 1e400 is a float infinity
             raise bad from None
+        if not math.isfinite(value):
+            raise bad
         if typ == "int" and isinstance(raw, float) and raw != int(raw):
             raise bad
         if "min" in meta and not meta["min"] <= value <= meta["max"]:
@@ -396,7 +425,29 @@ def _convert(section: str, f: dataclasses.Field[Any], raw: Any, origin: str) -> 
     value = raw.strip()
     if "choices" in meta and value not in meta["choices"]:
         raise bad
+    if meta.get("http_url") and not _is_http_url(value):
+        raise bad
+    if meta.get("database_url") and not _has_valid_port(value):
+        raise bad
     return value
+
+
+def _is_http_url(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in {"http", "https"} and bool(parts.hostname)
+
+
+def _has_valid_port(text: str) -> bool:
+    """A database URL's port, when there is one, is a number (SQLAlchemy would raise late)."""
+    try:
+        port = urlsplit(text).port
+    except ValueError:
+        return False
+    return port is None or port > 0
 
 
 def _shown(f: dataclasses.Field[Any], raw: Any) -> str:
@@ -420,24 +471,35 @@ def default_config_path(environ: Mapping[str, str]) -> Path | None:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML file as a dict; a UTF-8 byte-order mark (Windows editors add one) is accepted."""
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read configuration file ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not a TOML text file (byte {exc.start} is not UTF-8); "
+            "give the configuration file, saved as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
 
 
 def _read_secret_file(section: str, key: str, path: str) -> Secret:
     try:
-        text = Path(path).read_text(encoding="utf-8").strip()
+        text = Path(path).read_bytes().decode("utf-8-sig").strip()
     except OSError as exc:
         raise ConfigError(
             f"[{section}] {key}: cannot read secret file {path} ({exc.strerror})"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"[{section}] {key}: secret file {path} is not UTF-8 text") from None
     if not text:
         raise ConfigError(f"[{section}] {key}: secret file {path} is empty")
     return Secret(text)

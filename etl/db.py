@@ -40,7 +40,7 @@ def normalise_url(url: str) -> URL:
     """Parse a database URL, choosing this project's driver when none is named."""
     try:
         parsed = make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(
             f"database.url {redact_url(url)!r} is not a database URL; "
             "expected e.g. sqlite:///referrals.db or postgresql+psycopg://user@host/db"

@@ -5,9 +5,14 @@ name. It never fails on an odd shape (see docs/referral-api.md): a missing part,
 ``""`` anywhere, a lone object where an array is expected, ``customerProfile.ids`` as an array or
 an object, ``dealValue`` as a string, 0/6/7 fractional digits, requirement arrays beyond the
 documented four, unknown fields. Values that cannot fit their column (an unparseable date, a
-deal value out of range) become NULL there; so does an empty string (``""`` and a missing value
-mean the same to an analyst, and one NULL is easier to filter than two blanks). The whole document
-is kept in ``payload``, empty strings included.
+timestamp outside the years 1000-9999 once in UTC, a deal value out of range) become NULL there;
+so does an empty string (``""`` and a missing value mean the same to an analyst, and one NULL is
+easier to filter than two blanks). The whole document is kept in ``payload``, empty strings
+included.
+
+``decode_document`` turns the bytes of an answer into a document every database can store: any
+Unicode encoding JSON allows (a byte-order mark too), lone surrogates made U+FFFD, ``NaN`` and
+``Infinity`` kept as strings; it raises :class:`BadDocumentError` (one line) for anything else.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from etl.errors import BadDocumentError
 
 Row = dict[str, Any]
 
@@ -27,6 +35,16 @@ _ID_WIDTH = 64
 _ITEM_ID_WIDTH = 255
 _MONEY_LIMIT = Decimal(10) ** 15  # NUMERIC(19,4)
 _QUANTUM = Decimal("0.0001")
+# Instants every supported database holds (MariaDB's DATETIME: years 1000-9999).
+_EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+# A referral is a few levels deep. Deeper nesting is refused before anything recurses into it;
+# 31 is the deepest MariaDB's JSON CHECK accepts, so every database stores what is accepted.
+MAX_DEPTH = 31
+# A surrogate code point as a character, or as a JSON escape (a pair is decoded by the parser,
+# so this only sends a document down the slower path that checks).
+_SURROGATE = re.compile(r"[\ud800-\udfff]|\\u[dD][89a-fA-F]")
+_REPLACEMENT = "\ufffd"
 
 
 @dataclass(slots=True)
@@ -64,9 +82,113 @@ class RawJson(str):
 
 
 def content_hash(document: dict[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of a document (sorted keys, no spaces)."""
+    """SHA-256 of the canonical JSON of a document (sorted keys, no spaces). Never raises for
+    a decoded document: lone surrogates are hashed as they are, ``NaN`` as ``NaN``."""
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def decode_document(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[Any, str | None]:
+    """The JSON value of an answer's bytes, and the text to store as its payload.
+
+    The text is the body as received (decoded, without a byte-order mark), or None when the
+    value had to be cleaned (lone surrogates made U+FFFD, ``NaN``/``Infinity`` made strings) and
+    must be stored re-serialised. Raises :class:`BadDocumentError` with one line otherwise.
+    """
+    encoding = json.detect_encoding(body)
+    try:
+        text = body.decode(encoding, "surrogatepass")
+    except UnicodeDecodeError as exc:
+        raise BadDocumentError(
+            f"the body is not valid {encoding.removesuffix('-sig').upper()} "
+            f"(byte {exc.start} of {len(body)})"
+        ) from None
+    text = text.removeprefix("\ufeff")
+    constants: list[str] = []
+
+    def constant(name: str) -> str:
+        constants.append(name)
+        return name
+
+    try:
+        value = json.loads(text, parse_constant=constant)
+    except RecursionError:
+        raise BadDocumentError(
+            f"the body is nested too deeply to read ({len(body)} bytes)"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise BadDocumentError(
+            f"the body is not valid JSON ({exc.msg} at character {exc.pos} of {len(text)})"
+        ) from None
+    if (text.count("{") + text.count("[")) > max_depth and _depth(value, max_depth) > max_depth:
+        raise BadDocumentError(f"the body is nested more than {max_depth} levels deep")
+    if _may_hold_surrogates(body, text, encoding) and _SURROGATE.search(text) is not None:
+        cleaned, changed = _without_surrogates(value)
+        if changed:
+            return cleaned, None
+    return value, (None if constants else text)
+
+
+def _depth(value: Any, limit: int) -> int:
+    """How deeply containers nest in ``value`` (more than ``limit``: stops counting), level by
+    level without recursion."""
+    level = [value]
+    depth = 0
+    while True:
+        level = [v for v in level if type(v) is dict or type(v) is list]
+        if not level:
+            return depth
+        depth += 1
+        if depth > limit:
+            return depth
+        level = [c for v in level for c in (v.values() if type(v) is dict else v)]
+
+
+def _may_hold_surrogates(body: bytes, text: str, encoding: str) -> bool:
+    """A quick look (substring searches) before the slower exact one: a surrogate is either an
+    escape (``\\udXXX``) or, in UTF-8, encoded as a byte 0xED."""
+    if "\\ud" in text or "\\uD" in text:
+        return True
+    return not encoding.startswith("utf-8") or b"\xed" in body
+
+
+def _clean(text: str) -> str:
+    if _SURROGATE.search(text) is None:
+        return text
+    # A valid pair cannot remain here (the parser joins escaped pairs); any surrogate is lone.
+    return re.sub(r"[\ud800-\udfff]", _REPLACEMENT, text)
+
+
+def _without_surrogates(value: Any) -> tuple[Any, bool]:
+    """``value`` with every lone surrogate (in strings and keys) made U+FFFD; and whether any
+    was. Iterative: the depth was checked, but no recursion is needed either."""
+    changed = False
+
+    def fix(item: Any) -> Any:
+        nonlocal changed
+        if isinstance(item, str):
+            cleaned = _clean(item)
+            changed = changed or cleaned is not item
+            return cleaned
+        return item
+
+    root = fix(value)
+    stack = [root] if isinstance(root, dict | list) else []
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            for i, child in enumerate(item):
+                item[i] = fix(child)
+                if isinstance(child, dict | list):
+                    stack.append(child)
+        else:
+            for key in list(item):
+                child = item.pop(key)
+                fixed = fix(child)
+                item[fix(key)] = fixed
+                if isinstance(child, dict | list):
+                    stack.append(child)
+    return root, changed
 
 
 def flatten_referral(
@@ -76,7 +198,9 @@ def flatten_referral(
 
     ``raw`` is the document's JSON text as received, stored as the payload when given.
     """
-    rid = document["id"]
+    rid = document.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise ValueError(f"the document's id is not a string but {type(rid).__name__}")
     details = _dict(document.get("details"))
     consent = _dict(document.get("consent"))
     invite = _dict(document.get("inviteContext"))
@@ -261,11 +385,10 @@ def parse_time(value: Any) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+        utc = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except (ValueError, OverflowError):  # year 1 at +01:00 is before year 1 in UTC
         return None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    return utc if _EARLIEST <= utc <= _LATEST else None
 
 
 def _money(value: Any) -> Decimal | None:

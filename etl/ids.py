@@ -10,6 +10,7 @@ GUIDs are lower-cased so that one referral has one id.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import sys
@@ -23,7 +24,11 @@ from etl.errors import ConfigError, InvalidIdError
 _VALID_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _QUOTES = "\"'"
+_BLANK = " \t\r\n\ufeff"  # white space, and a byte-order mark (editors on Windows add one)
 _CHUNK = 1 << 16
+MAX_LINE_CHARS = 4096  # an id line longer than this is rejected without being read whole
+MAX_EVENT_CHARS = 1_000_000  # a webhook event longer than this (as kept) is rejected
+_MAX_STRING_CHARS = 8192  # characters kept of one string of an event (ids and URIs are short)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,43 +89,120 @@ def in_shard(ids: Iterable[TrackedId], shard: tuple[int, int] | None) -> Iterato
 
 
 def read_ids(path: str, on_error: OnError, stdin: IO[str] | None = None) -> Iterator[TrackedId]:
-    """Ids from a file (``-`` = stdin): plain id lines, or webhook events (JSON lines or array)."""
+    """Ids from a file (``-`` = stdin): plain id lines, or webhook events (JSON lines or array).
+
+    The file is opened at once (a missing file or a closed stdin raises :class:`ConfigError`
+    here, before any run starts) and read lazily. A UTF-8 byte-order mark is accepted; bytes
+    that are not UTF-8 make their line invalid.
+    """
     if path == "-":
-        yield from read_ids_from(stdin or sys.stdin, "<stdin>", on_error)
-        return
+        return read_ids_from(stdin if stdin is not None else _stdin(), "<stdin>", on_error)
     try:
-        handle = Path(path).open(encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+        handle = Path(path).open(encoding="utf-8", errors="replace")  # noqa: SIM115
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read id file ({exc.strerror})") from None
+    return _closing(handle, read_ids_from(handle, path, on_error))
+
+
+def _closing(handle: IO[str], ids: Iterator[TrackedId]) -> Iterator[TrackedId]:
     with handle:
-        yield from read_ids_from(handle, path, on_error)
+        yield from ids
+
+
+def _stdin() -> IO[str]:
+    """Standard input as UTF-8 text (invalid bytes replaced), or a one-line error when closed."""
+    stream = sys.stdin
+    if stream is None or stream.closed:
+        raise ConfigError("backfill -: standard input is closed; give a file or pipe ids in")
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        return stream
+    return io.TextIOWrapper(buffer, encoding="utf-8", errors="replace")
 
 
 def read_ids_from(stream: IO[str], name: str, on_error: OnError) -> Iterator[TrackedId]:
-    first = stream.read(1)
-    while first and first.isspace():
-        first = stream.read(1)
+    reader = _Reader(stream, name)
+    first = reader.first_significant()
     if not first:
         return
-    rest = _prepend(first, stream)
     if first == "[":
-        yield from _events_array(rest, name, on_error)
+        yield from _events_array(reader, name, on_error)
     elif first == "{":
-        yield from _events_lines(rest, name, on_error)
+        yield from _events_lines(reader, name, on_error)
     else:
-        yield from _id_lines(rest, name, on_error)
+        yield from _id_lines(reader, name, on_error)
 
 
-def _prepend(first: str, stream: IO[str]) -> Iterator[str]:
-    """The stream's lines, with the already-read first character put back."""
-    lines = iter(stream)
-    head = next(lines, "")
-    yield first + head
-    yield from lines
+class _Reader:
+    """A text stream read in bounded pieces, with what was looked at put back."""
+
+    def __init__(self, stream: IO[str], name: str) -> None:
+        self._stream = stream
+        self._name = name
+        self._pending = ""
+        self.lines_skipped = 0  # blank lines before the first significant character
+
+    def read(self, size: int) -> str:
+        if self._pending:
+            text, self._pending = self._pending[:size], self._pending[size:]
+            return text
+        try:
+            return self._stream.read(size)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{self._name}: cannot read ({_why(exc)})") from None
+
+    def readline(self, limit: int) -> str:
+        """One line (with its newline), at most ``limit`` characters of it."""
+        if self._pending:
+            cut = self._pending.find("\n", 0, limit)
+            end = cut + 1 if cut >= 0 else min(limit, len(self._pending))
+            text, self._pending = self._pending[:end], self._pending[end:]
+            if text.endswith("\n") or len(text) >= limit:
+                return text
+            return text + self.readline(limit - len(text))
+        try:
+            return self._stream.readline(limit)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{self._name}: cannot read ({_why(exc)})") from None
+
+    def first_significant(self) -> str:
+        """The first character that is not white space or a byte-order mark; put back."""
+        while True:
+            chunk = self.read(_CHUNK)
+            if not chunk:
+                return ""
+            stripped = chunk.lstrip(_BLANK)
+            skipped = chunk[: len(chunk) - len(stripped)]
+            self.lines_skipped += skipped.count("\n")  # line numbers stay those of the file
+            if stripped:
+                self._pending = stripped + self._pending
+                return stripped[0]
+
+    def lines(self, limit: int) -> Iterator[tuple[int, str | None]]:
+        """(line number, text) for every line; text is None for a line longer than ``limit``."""
+        number = self.lines_skipped
+        while True:
+            line = self.readline(limit + 1)
+            if not line:
+                return
+            number += 1
+            if len(line) > limit and not line.endswith("\n"):
+                while line and not line.endswith("\n"):  # skip the rest, a piece at a time
+                    line = self.readline(_CHUNK)
+                yield number, None
+                continue
+            yield number, line
 
 
-def _id_lines(lines: Iterable[str], name: str, on_error: OnError) -> Iterator[TrackedId]:
-    for number, raw in enumerate(lines, start=1):
+def _why(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+
+
+def _id_lines(reader: _Reader, name: str, on_error: OnError) -> Iterator[TrackedId]:
+    for number, raw in reader.lines(MAX_LINE_CHARS):
+        if raw is None:
+            on_error(BadLine(name, number, f"line longer than {MAX_LINE_CHARS} characters"))
+            continue
         text = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
         text = text.strip(_QUOTES).strip()
         if not text:
@@ -131,14 +213,19 @@ def _id_lines(lines: Iterable[str], name: str, on_error: OnError) -> Iterator[Tr
             on_error(BadLine(name, number, str(exc)))
 
 
-def _events_lines(lines: Iterable[str], name: str, on_error: OnError) -> Iterator[TrackedId]:
-    for number, raw in enumerate(lines, start=1):
+def _events_lines(reader: _Reader, name: str, on_error: OnError) -> Iterator[TrackedId]:
+    for number, raw in reader.lines(MAX_EVENT_CHARS):
+        if raw is None:
+            on_error(
+                BadLine(name, number, f"webhook event longer than {MAX_EVENT_CHARS} characters")
+            )
+            continue
         text = raw.strip()
         if not text or text.startswith("#"):
             continue
         try:
             event = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             on_error(BadLine(name, number, "not a JSON webhook event"))
             continue
         tracked = _event_id(event, name, number, on_error)
@@ -146,48 +233,184 @@ def _events_lines(lines: Iterable[str], name: str, on_error: OnError) -> Iterato
             yield tracked
 
 
-def _events_array(chunks: Iterable[str], name: str, on_error: OnError) -> Iterator[TrackedId]:
-    """A JSON array of events, decoded one element at a time (never the whole file at once)."""
-    decoder = json.JSONDecoder()
-    source = iter(chunks)
-    buffer = ""
-    position = 0
-    line = 1
-    while True:
-        # Skip the brackets, commas and white space before the next event.
-        while position < len(buffer) and buffer[position] in " \t\r\n,[]":
-            line += buffer[position] == "\n"
-            position += 1
-        if position >= len(buffer):
-            buffer, position = _read_more(source), 0
-            if not buffer:
-                return
-            continue
+# Inside an element only quotes, brackets and newlines matter; between elements commas too.
+_IN_ELEMENT = re.compile(r'[^"{}\[\]\n]+')
+_BETWEEN = re.compile(r'[^"{}\[\]\n,]+')
+_IN_STRING = re.compile(r'[^"\\\n]+')
+_CUT = "\u2026"  # marks a string that was cut short; never part of a valid id
+
+
+class _ArrayScanner:
+    """Splits a JSON array of events into elements in one pass over the text.
+
+    Each element's text is kept only up to :data:`MAX_EVENT_CHARS`, and each string in it only
+    up to :data:`_MAX_STRING_CHARS` (a webhook event's fields are short), so memory is bounded
+    by that, whatever the size of one element; the time is linear in the file's size. An
+    element that is not valid JSON is reported with its line and the next ones are still read.
+    """
+
+    def __init__(self, name: str, on_error: OnError, line: int) -> None:
+        self.name = name
+        self.on_error = on_error
+        self.line = line
+        self.depth = 0
+        self.array_open = False
+        self.in_element = False
+        self.in_string = False
+        self.kept: list[str] = []
+        self.kept_chars = 0
+        self.too_large = False
+        self.string_chars = 0
+        self.string_cut = False
+        self.start_line = line
+        self.done: list[TrackedId] = []
+
+    def _add(self, text: str) -> None:
+        if self.too_large:
+            return
+        self.kept_chars += len(text)
+        if self.kept_chars > MAX_EVENT_CHARS:
+            self.too_large = True
+            self.kept = []
+            return
+        self.kept.append(text)
+
+    def _add_to_string(self, text: str) -> None:
+        if self.string_cut:
+            return
+        room = _MAX_STRING_CHARS - self.string_chars
+        if len(text) > room:
+            self.string_cut = True
+            text = text[:room] if not text.startswith("\\") else ""
+        self.string_chars += len(text)
+        self._add(text)
+
+    def _start(self) -> None:
+        self.in_element = True
+        self.start_line = self.line
+        self.kept = []
+        self.kept_chars = 0
+        self.too_large = False
+
+    def _finish(self) -> None:
+        self.in_element = False
+        line, kept, self.kept = self.start_line, self.kept, []
+        if self.too_large:
+            self.on_error(
+                BadLine(self.name, line, f"webhook event longer than {MAX_EVENT_CHARS} characters")
+            )
+            return
+        text = "".join(kept)
         try:
-            event, end = decoder.raw_decode(buffer, position)
-        except ValueError:
-            more = _read_more(source)
-            if not more:
-                on_error(BadLine(name, line, "the JSON array of webhook events is malformed here"))
-                return
-            buffer, position = buffer[position:] + more, 0
-            continue
-        tracked = _event_id(event, name, line, on_error)
+            event = json.loads(text)
+        except json.JSONDecodeError as exc:
+            where = line + exc.lineno - 1
+            self.on_error(BadLine(self.name, where, f"malformed webhook event ({exc.msg})"))
+            return
+        except (ValueError, RecursionError):
+            self.on_error(BadLine(self.name, line, "malformed webhook event"))
+            return
+        tracked = _event_id(event, self.name, line, self.on_error)
         if tracked is not None:
-            yield tracked
-        line += buffer.count("\n", position, end)
-        position = end
+            self.done.append(tracked)
+
+    def feed(self, buf: str, final: bool) -> str:
+        """Scan ``buf``; returns the few characters to scan again with the next piece."""
+        i, n = 0, len(buf)
+        while i < n:
+            if self.in_string:
+                match = _IN_STRING.match(buf, i)
+                if match is not None:
+                    self._add_to_string(match.group())
+                    i = match.end()
+                    continue
+                char = buf[i]
+                if char == '"':
+                    if self.string_cut:
+                        self._add(_CUT)
+                    self._add('"')
+                    self.in_string = False
+                    i += 1
+                elif char == "\n":
+                    self.line += 1
+                    self._add_to_string(char)
+                    i += 1
+                else:  # a backslash: keep the whole escape together
+                    size = 6 if buf[i + 1 : i + 2] == "u" else 2
+                    if i + size > n and not final:
+                        return buf[i:]
+                    self._add_to_string(buf[i : i + size])
+                    i += size
+                continue
+            match = (_IN_ELEMENT if self.depth else _BETWEEN).match(buf, i)
+            if match is not None:
+                run = match.group()
+                if not self.in_element and run.strip(_BLANK):
+                    self._start()
+                if self.in_element:
+                    self._add(run)
+                i = match.end()
+                continue
+            char = buf[i]
+            i += 1
+            if char == "\n":
+                self.line += 1
+                if self.in_element:
+                    self._add(char)
+            elif char == '"':
+                if not self.in_element:
+                    self._start()
+                self.in_string, self.string_chars, self.string_cut = True, 0, False
+                self._add(char)
+            elif char in "[{":
+                if not self.array_open and not self.in_element and char == "[":
+                    self.array_open = True
+                    continue
+                if not self.in_element:
+                    self._start()
+                self.depth += 1
+                self._add(char)
+            elif char in "]}":
+                if self.depth:
+                    self.depth -= 1
+                    self._add(char)
+                    if not self.depth:
+                        self._finish()
+                    continue
+                if self.in_element:
+                    self._finish()
+                if char == "]":
+                    self.array_open = False
+                else:
+                    self.on_error(BadLine(self.name, self.line, "a stray } between events"))
+            elif self.depth:  # a comma inside an element
+                self._add(char)
+            elif self.in_element:
+                self._finish()
+        return ""
+
+    def close(self) -> None:
+        if self.in_element:
+            self._finish()
+        elif self.array_open:
+            self.on_error(
+                BadLine(self.name, self.line, "the JSON array of webhook events ends without ]")
+            )
 
 
-def _read_more(source: Iterator[str]) -> str:
-    parts = []
-    size = 0
-    for part in source:
-        parts.append(part)
-        size += len(part)
-        if size >= _CHUNK:
+def _events_array(reader: _Reader, name: str, on_error: OnError) -> Iterator[TrackedId]:
+    """A JSON array of events, one element at a time (see :class:`_ArrayScanner`)."""
+    scanner = _ArrayScanner(name, on_error, reader.lines_skipped + 1)
+    carry = ""
+    while True:
+        chunk = reader.read(_CHUNK)
+        carry = scanner.feed(carry + chunk, final=not chunk)
+        yield from scanner.done
+        scanner.done.clear()
+        if not chunk:
             break
-    return "".join(parts)
+    scanner.close()
+    yield from scanner.done
 
 
 def _event_id(event: Any, name: str, line: int, on_error: OnError) -> TrackedId | None:

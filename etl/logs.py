@@ -2,7 +2,8 @@
 
 JSON fields: ``ts``, ``level``, ``logger``, ``message``, and when known ``run_id``,
 ``referral_id``, ``outcome``, ``duration``, ``request_id`` (passed as ``extra=``).
-A filter masks anything that looks like a bearer token or JWT, as a last line of defence.
+Every line is masked (``etl.redact.mask``: tokens in use, Authorization values, bearer and JWT
+shapes), as a last line of defence.
 
 Tracebacks appear only at ``-vv``: below that, a record that carries an exception shows the
 exception's type and first line instead, whoever logged it (our modules or a library).
@@ -15,24 +16,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import IO
 
+from etl.redact import mask
+
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
 FIELDS = ("run_id", "referral_id", "outcome", "duration", "request_id", "status_code", "event")
-_SECRETISH = re.compile(
-    r"(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9._-]+", re.IGNORECASE
-)
-
-
-def mask(text: str) -> str:
-    """Hide bearer tokens and JWTs in a string."""
-    return _SECRETISH.sub(lambda m: (m.group(1) or "") + "***", text)
+__all__ = ["FIELDS", "JsonFormatter", "TextFormatter", "json_line", "mask", "setup_logging"]
 
 
 def _stamp(created: float) -> str:

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
+from etl.redact import mask
 
 
 def render_status(engine: Engine, runs: int = 10, failing: int = 10) -> str:
@@ -62,6 +63,6 @@ def render_status(engine: Engine, runs: int = 10, failing: int = 10) -> str:
         lines.append("ids that keep failing:")
         for w in worst:
             retry = f"{w.next_attempt_at:%Y-%m-%d %H:%M}Z" if w.next_attempt_at else "-"
-            error = (w.last_error or "")[:160]
+            error = mask(w.last_error or "")[:160]
             lines.append(f"  {w.referral_id}  x{w.consecutive_failures}  next {retry}  {error}")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from etl.config import SyncSettings
 from etl.errors import LockHeldError
 from etl.flatten import FlatReferral, flatten_referral, history_values
 from etl.models import CHILD_TABLES, TABLES
+from etl.redact import mask
 from etl.results import FetchResult, Outcome
 
 log = logging.getLogger(__name__)
@@ -210,9 +211,15 @@ def _write(conn: Connection, results: Sequence[FetchResult], settings: SyncSetti
             "last_error": None,
             "next_attempt_at": None,
         }
+        flat: FlatReferral | None = None
+        error: str | None = None
         if result.outcome is Outcome.FETCHED and result.document is not None:
+            try:
+                flat = flatten_referral(result.document, result.etag, result.raw)
+            except Exception as exc:  # whatever a document holds fails only that referral
+                error = f"the document could not be read into rows ({_one_line(exc)})"
+        if flat is not None:
             counts.fetched += 1
-            flat = flatten_referral(result.document, result.etag, result.raw)
             same = (
                 flat.etag == k.etag
                 if flat.etag is not None
@@ -240,10 +247,14 @@ def _write(conn: Connection, results: Sequence[FetchResult], settings: SyncSetti
             gone.append(result.id)
             state["next_attempt_at"] = now + timedelta(seconds=settings.refresh_not_found_after)
         else:
-            error = result.error or (
-                "304 Not Modified for an id that has no stored referral"
-                if result.outcome is Outcome.NOT_MODIFIED
-                else f"unexpected answer (HTTP {result.http_status})"
+            error = (
+                error
+                or result.error
+                or (
+                    "304 Not Modified for an id that has no stored referral"
+                    if result.outcome is Outcome.NOT_MODIFIED
+                    else f"unexpected answer (HTTP {result.http_status})"
+                )
             )
             counts.failed += 1
             counts.failures.append((result.id, error))
@@ -251,7 +262,7 @@ def _write(conn: Connection, results: Sequence[FetchResult], settings: SyncSetti
             state.update(
                 last_success_at=None,
                 consecutive_failures=failures,
-                last_error=error[:2000],
+                last_error=mask(" ".join(error.split()))[:2000],  # one line, never a secret
                 next_attempt_at=_next_after_failure(settings, failures, now),
             )
         ledger.append(state)
@@ -282,6 +293,11 @@ def _write(conn: Connection, results: Sequence[FetchResult], settings: SyncSetti
     _upsert(conn, sync_state, succeeded, keep=("source", "added_at"))
     _upsert(conn, sync_state, failed, keep=("source", "added_at"))
     return counts
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:300]
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
 def _store_changed(

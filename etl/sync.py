@@ -560,8 +560,15 @@ def _ending(
             return "interrupted", LockHeldError(f"{report.message}: {report.summary()}")
         if stop.is_set():
             signum = stop.signum or 15
+            rerun = (
+                "; ids after those were not fetched: run the same backfill again to finish "
+                "(what is stored already comes back unchanged)"
+                if report.trigger == "backfill"
+                else "; the ids not reached stay due for the next sync"
+            )
             return "interrupted", InterruptedRunError(
-                f"interrupted: {report.summary()}; the run is recorded as interrupted", signum
+                f"interrupted: {report.summary()}; the run is recorded as interrupted{rerun}",
+                signum,
             )
         if error is not None:  # a stop asked without a signal
             return "interrupted", InterruptedRunError(f"stopped: {error}", 15)

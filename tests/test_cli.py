@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -188,3 +191,40 @@ def test_progress_bar_only_on_a_terminal(
     os.close(controller)
     text = shown.decode("utf-8", "replace")
     assert "referrals/s" in text and "40 referrals" in text
+
+
+def _cli_process(
+    args: list[str], tmp_path: Path, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRALS_ETL_")}
+    return subprocess.run(
+        [sys.executable, "-m", "etl", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def test_files_as_people_make_them_are_one_line_exit_2(tmp_path: Path) -> None:
+    closed = _cli_process(
+        ["backfill", "-"], tmp_path, stdin=None, pass_fds=(), preexec_fn=lambda: os.close(0)
+    )
+    assert closed.returncode == 2, closed.stderr
+    assert closed.stderr.strip() == (
+        "error: backfill -: standard input is closed; give a file or pipe ids in"
+    )
+    binary = tmp_path / "config.toml"
+    binary.write_bytes(b"\x00\xff\xfe binary")
+    done = _cli_process(["--config", str(binary), "status"], tmp_path)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "not a TOML text file" in done.stderr
+    binary.write_text("[api]\nmax_body_bytes = 1e400\n")
+    done = _cli_process(["--config", str(binary), "status"], tmp_path)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    binary.write_text('[database]\nurl = "postgresql://u:secret@h:notaport/db"\n')
+    done = _cli_process(["--config", str(binary), "status"], tmp_path)
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "secret" not in done.stderr and "url must be a database URL" in done.stderr

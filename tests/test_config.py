@@ -112,3 +112,53 @@ def test_database_password_is_hidden_in_errors() -> None:
             environ={"REFERRALS_ETL_DATABASE_URL": "x", "REFERRALS_ETL_API_TIMEOUT_SECONDS": "-1"}
         )
     assert "timeout_seconds" in str(caught.value)
+
+
+def test_a_byte_order_mark_is_accepted_and_a_binary_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\xef\xbb\xbf[api]\nconcurrency = 4\n")
+    assert load_settings(path, environ={}).api.concurrency == 4
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    with pytest.raises(ConfigError, match=r"c.toml: not a TOML text file \(byte 0 is not UTF-8\)"):
+        load_settings(path, environ={})
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"\xef\xbb\xbfs3cr3t\n")
+    path.write_text(f'[auth]\nclient_secret_file = "{secret}"\n')
+    loaded = load_settings(path, environ={}).auth.client_secret
+    assert loaded is not None and loaded.reveal() == "s3cr3t"
+    secret.write_bytes(b"\xff\xfes\x00")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_settings(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ("[api]\nmax_body_bytes = 1e400\n", {}, "[api] max_body_bytes must be a whole number"),
+        ("[api]\ntimeout_seconds = inf\n", {}, "[api] timeout_seconds must be a number"),
+        ("[api]\ntimeout_seconds = nan\n", {}, "[api] timeout_seconds must be a number"),
+        ("", {"REFERRALS_ETL_API_MAX_ATTEMPTS": "1e400"}, "[api] max_attempts must be"),
+        ("[sync]\nlock_lease = 0\n", {}, "[sync] lock_lease must be a duration"),
+        ('[sync]\nlock_lease = "2s"\n', {}, "at least 3s"),
+        ("[sync]\nretry_backoff_max = 1e400\n", {}, "[sync] retry_backoff_max must be"),
+        ('[sync]\nrefresh_open_after = "' + "9" * 400 + '"\n', {}, "refresh_open_after must be"),
+        ('[api]\nbase_url = "not a url"\n', {}, "[api] base_url must be an http:// or https://"),
+        ('[api]\nbase_url = "ftp://h/v1.0"\n', {}, "[api] base_url must be an http"),
+        ('[api]\nbase_url = "https://h:port/v1.0"\n', {}, "[api] base_url must be an http"),
+        (
+            '[database]\nurl = "postgresql://u:pw@h:notaport/db"\n',
+            {},
+            "[database] url must be a database URL (a port, when given, is a number",
+        ),
+    ],
+)
+def test_values_that_make_no_sense_are_configuration_errors(
+    tmp_path: Path, toml: str, env: dict[str, str], message: str
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ=env)
+    assert message in str(caught.value)
+    assert "pw" not in str(caught.value)
+    assert len(str(caught.value).splitlines()) == 1

@@ -5,9 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from etl.errors import BadDocumentError
 from etl.flatten import flatten_referral, parse_time
 
 scalars = st.one_of(
@@ -224,3 +226,46 @@ def test_timestamps_with_0_6_7_fractional_digits() -> None:
     assert parse_time("2020-10-30T21:03:00Z").isoformat() == "2020-10-30T21:03:00+00:00"
     assert parse_time("2020-10-30T23:03:00.000000+02:00").isoformat() == "2020-10-30T21:03:00+00:00"
     assert parse_time("yesterday") is None and parse_time(17) is None and parse_time("") is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00", "0999-12-31T23:59:59Z"],
+)
+def test_timestamps_no_database_can_hold_become_null(text: str) -> None:
+    assert parse_time(text) is None
+    document = {"id": "r1", "createdDateTime": text}
+    flat = flatten_referral(document)
+    assert flat.referral["created_at"] is None
+    assert flat.referral["payload"]["createdDateTime"] == text
+
+
+def test_decoding_makes_every_odd_body_storable() -> None:
+    from etl.flatten import content_hash, decode_document
+
+    assert decode_document(b'\xef\xbb\xbf{"a": 1}') == ({"a": 1}, '{"a": 1}')
+    assert decode_document('{"a": "é"}'.encode("utf-16")) == ({"a": "é"}, '{"a": "é"}')
+    assert decode_document('{"a": "é"}'.encode("utf-16-le")) == ({"a": "é"}, '{"a": "é"}')
+    # Lone surrogates, UTF-8-encoded or escaped, in values and keys: U+FFFD, re-serialised.
+    assert decode_document(b'{"a": "x\xed\xa0\x80y"}') == ({"a": "x\ufffdy"}, None)
+    assert decode_document(b'{"a\\udfff": ["\\ud800"]}') == ({"a\ufffd": ["\ufffd"]}, None)
+    # A valid escaped pair is one character, and the text is kept as received.
+    assert decode_document(b'{"a": "\\ud83d\\ude00"}') == (
+        {"a": "\U0001f600"},
+        '{"a": "\\ud83d\\ude00"}',
+    )
+    assert decode_document(b'{"a": NaN, "b": [Infinity, -Infinity]}') == (
+        {"a": "NaN", "b": ["Infinity", "-Infinity"]},
+        None,
+    )
+    for bad, reason in [
+        (b"\xff\xfe\x00", "not valid UTF-16"),
+        (b'{"a": "\xff"}', "not valid UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"a":' + b"[" * 40 + b"]" * 40 + b"}", "nested more than 31 levels"),
+        (b'{"a": }', "not valid JSON"),
+    ]:
+        with pytest.raises(BadDocumentError, match=reason):
+            decode_document(bad)
+    # The content hash never raises, whatever a document holds.
+    assert len(content_hash({"a": "\ud800", "b": float("nan")})) == 64

@@ -7,12 +7,16 @@ from typing import Protocol
 
 from etl.config import AuthSettings, env_name
 from etl.errors import AuthError, ConfigError
+from etl.redact import remember
 
 
 @dataclass(frozen=True)
 class Token:
     value: str
     expires_at: float  # time.time() seconds
+
+    def __post_init__(self) -> None:
+        remember(self.value)  # masked wherever a server echoes it (logs, database, status)
 
     def __repr__(self) -> str:
         return f"Token(expires_at={self.expires_at:.0f})"

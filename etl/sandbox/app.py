@@ -200,6 +200,9 @@ class SandboxApp:
         out: Headers = [_JSON]
         if faults.send_etag_header:
             out.append((b"etag", etag.encode()))
+        if referral_id in faults.echo_auth_ids:  # a careless server that echoes credentials
+            echoed = f"bad request: Authorization: {headers.get('authorization', '')}"
+            return 400, [_JSON], _error("BadRequest", echoed)
         if faulty:
             return self._faulty(referral_id, body, out)
         if fresh:

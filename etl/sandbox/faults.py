@@ -14,6 +14,7 @@ _ID_SETS = (
     "wrong_content_type_ids",
     "oversized_ids",
     "mismatched_id_ids",
+    "echo_auth_ids",
 )
 
 
@@ -36,6 +37,7 @@ class Faults:
     wrong_content_type_ids: set[str] = field(default_factory=set)
     oversized_ids: set[str] = field(default_factory=set)
     mismatched_id_ids: set[str] = field(default_factory=set)
+    echo_auth_ids: set[str] = field(default_factory=set)  # 400 whose body echoes the token
 
     def update(self, changes: dict[str, Any]) -> None:
         """Set fields from JSON-like values (lists become sets); unknown names raise ValueError."""
