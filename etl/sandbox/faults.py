@@ -24,6 +24,11 @@ class Faults:
     latency_seconds: float = 0.0
     send_304: bool = True
     send_etag_header: bool = True
+    # False: listed documents carry no eTag and no @odata.context, as in Microsoft's list sample.
+    list_etag: bool = True
+    # False: a $filter on updatedDateTime/createdDateTime is answered 400, as by an API that
+    # does not accept it.
+    time_filter: bool = True
     throttle_rps: float = 0.0
     error_rate_503: float = 0.0
     fail_next: int = 0
