@@ -56,6 +56,7 @@ class Outcome:
     etag_header: str | None = None
     error: str | None = None
     http_status: int | None = None
+    origin: str = "get"  # where the document was read: "get" (by id) or "list" (a list page)
 
 
 @dataclass(slots=True)
@@ -198,8 +199,10 @@ def _write(conn: Connection, outcomes: Sequence[Outcome], settings: SyncSettings
     latest: dict[str, Outcome] = {o.id: o for o in outcomes}  # one outcome per id per batch
     known = _known(conn, list(latest))
     changed: list[FlatReferral] = []
+    origins: dict[str, str] = {}
     created: set[str] = set()
     checked: list[str] = []
+    new_etags: list[dict[str, Any]] = []
     gone: list[str] = []
     ledger: list[dict[str, Any]] = []
 
@@ -221,17 +224,26 @@ def _write(conn: Connection, outcomes: Sequence[Outcome], settings: SyncSettings
         if outcome.status == 200 and outcome.document is not None:
             counts.fetched += 1
             flat = flatten_referral(outcome.document, outcome.etag_header, outcome.raw)
+            # A version is its content: the same content from a list page (no eTag) or a GET
+            # (with one) is the same version. Rows never hashed (none after migration 0004)
+            # fall back to the eTag.
             same = (
-                flat.etag == k.etag
-                if flat.etag is not None
-                else flat.content_hash == k.content_hash
+                flat.content_hash == k.content_hash
+                if k.content_hash is not None
+                else flat.etag is not None and flat.etag == k.etag
             )
             state["next_attempt_at"] = _next_after_success(settings, flat.referral["status"], now)
             if k.exists and same:
                 counts.unchanged += 1
                 checked.append(outcome.id)
+                state["content_hash"] = flat.content_hash
+                if flat.etag is not None and flat.etag != k.etag:
+                    # Same content under a new (or a first) eTag: keep it for If-None-Match.
+                    state["etag"] = flat.etag
+                    new_etags.append({"rid": outcome.id, "new_etag": flat.etag})
             else:
                 changed.append(flat)
+                origins[outcome.id] = outcome.origin
                 state["etag"], state["content_hash"] = flat.etag, flat.content_hash
                 if k.exists:
                     counts.updated += 1
@@ -265,7 +277,20 @@ def _write(conn: Connection, outcomes: Sequence[Outcome], settings: SyncSettings
         ledger.append(state)
 
     if changed:
-        _store_changed(conn, changed, created, now)
+        _store_changed(conn, changed, origins, created, now)
+    if new_etags:
+        conn.execute(
+            sa.update(referrals)
+            .where(referrals.c.id == sa.bindparam("rid"))
+            .values(etag=sa.bindparam("new_etag")),
+            new_etags,
+        )
+        conn.execute(
+            sa.update(history)
+            .where(history.c.referral_id == sa.bindparam("rid"), history.c.valid_to.is_(None))
+            .values(etag=sa.bindparam("new_etag")),
+            new_etags,
+        )
     if checked:
         for chunk in _chunks(checked):
             conn.execute(
@@ -293,7 +318,11 @@ def _write(conn: Connection, outcomes: Sequence[Outcome], settings: SyncSettings
 
 
 def _store_changed(
-    conn: Connection, changed: list[FlatReferral], created: set[str], now: datetime
+    conn: Connection,
+    changed: list[FlatReferral],
+    origins: dict[str, str],
+    created: set[str],
+    now: datetime,
 ) -> None:
     ids = [f.id for f in changed]
     parents = []
@@ -321,7 +350,7 @@ def _store_changed(
     versions = []
     for flat in changed:
         version = history_values(flat)
-        version.update(valid_from=now, valid_to=None)
+        version.update(valid_from=now, valid_to=None, origin=origins.get(flat.id, "get"))
         versions.append(version)
     conn.execute(sa.insert(history), versions)
 
