@@ -161,6 +161,13 @@ class SyncSettings:
     discover_filter: str = field(
         default="", metadata=_key("OData $filter that narrows discovery, e.g. status eq 'Active'")
     )
+    discover_time_filter: bool = field(
+        default=True,
+        metadata=_key(
+            "ask the list endpoint for recent changes only ($filter on updatedDateTime); "
+            "a refusal (400) falls back to reading pages until the high-water mark"
+        ),
+    )
     discover_overlap: float = field(
         default=600.0,
         metadata=_key("how far before the last high-water mark discovery re-reads", duration=True),

@@ -1,20 +1,34 @@
-"""Discovery: find new and changed referrals through the list endpoint and make them due.
+"""List-first discovery: read the list endpoint and store what it lists, a hundred a request.
 
-Pages are read newest first (``updatedDateTime desc``) until the listing passes the previous
-run's high-water mark minus ``sync.discover_overlap``; an id is made due when it is new or its
-listed eTag differs from the stored one. The first run reads everything.
+Pages are read newest first (``$orderby=updatedDateTime desc``, ``$top=100``). Every listed
+document that can be trusted as complete goes through the same flatten-and-store path as a
+fetched one (:func:`etl.store.write_batch`, one transaction per page, the same content-hash skip,
+history, ledger and counts), marked ``origin = "list"``. A listed document that cannot be trusted
+(unreadable id, or missing a field every referral has) is made due for a GET by id instead.
+
+Where to stop: the previous listing's high-water mark (the newest ``updatedDateTime`` it saw)
+minus ``sync.discover_overlap``. The listing asks the API for only that much with
+``$filter=updatedDateTime ge ...`` (when ``sync.discover_time_filter``; a 400 answer falls back to
+the plain listing), and stops by itself once it has passed that point. The mark moves only when a
+listing ends cleanly (it reached the stop point or its last page), and only to a time the listing
+itself saw: a referral updated while the pages are read moves to the front, where this listing no
+longer looks; its new ``updatedDateTime`` is later than the mark, so the next run reads it.
+The first run (no mark) reads everything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from etl import store
-from etl.client import ReferralsClient
+from etl.client import ListQueryRefusedError, ReferralsClient
 from etl.config import Settings
 from etl.errors import InvalidIdError
 from etl.flatten import parse_time
@@ -23,49 +37,139 @@ from etl.ids import canonical_id
 log = logging.getLogger(__name__)
 
 CURSOR = "discovery"
+ORDER = "updatedDateTime desc"
+SOURCE = "discovery"
+# Fields every referral the API serves carries; a listed document without one of them is not
+# trusted as complete and is fetched by id instead.
+REQUIRED = ("id", "status", "updatedDateTime")
+
+StorePage = Callable[[list[store.Outcome]], Awaitable[Any]]
+
+
+@dataclass
+class Listing:
+    """What one discovery did."""
+
+    pages: int = 0
+    listed: int = 0  # documents stored from the pages (changed or not)
+    untrusted: int = 0  # made due for a GET by id
+    filtered: bool = False  # whether the API accepted the updatedDateTime filter
+
+
+def listed_outcome(document: dict[str, Any]) -> store.Outcome | str | None:
+    """The store's outcome for one listed document; the id alone (a string) when the document
+    cannot be trusted as complete and must be fetched by id; None when it has no usable id."""
+    try:
+        referral_id = canonical_id(str(document.get("id", "")))
+    except InvalidIdError as exc:
+        log.warning("discovery skipped a listed referral: %s", exc)
+        return None
+    if any(document.get(name) in (None, "") for name in REQUIRED) or (
+        parse_time(document.get("updatedDateTime")) is None
+    ):
+        return referral_id
+    document["id"] = referral_id
+    return store.Outcome(
+        id=referral_id,
+        source=SOURCE,
+        status=200,
+        document=document,
+        http_status=200,
+        origin="list",
+    )
+
+
+def time_filter(since: datetime, narrowing: str) -> str:
+    """The ``$filter`` that asks for referrals updated at or after ``since`` (and ``narrowing``)."""
+    literal = f"updatedDateTime ge {since:%Y-%m-%dT%H:%M:%S.%f}Z"
+    return f"({narrowing}) and {literal}" if narrowing else literal
 
 
 async def discover(
-    settings: Settings, engine: Engine, client: ReferralsClient, now: datetime
-) -> int:
-    """Track and make due every new or changed referral; returns how many were marked."""
+    settings: Settings,
+    engine: Engine,
+    client: ReferralsClient,
+    store_page: StorePage,
+    now: datetime,
+    stop: asyncio.Event | None = None,
+    dry_run: bool = False,
+) -> Listing:
+    """Read the listing down to the mark minus the overlap, storing each page with
+    ``store_page``; make untrusted documents due; move the mark when the listing ends cleanly."""
+    sync = settings.sync
     mark = await asyncio.to_thread(store.read_cursor, engine, CURSOR)
-    stop_at = mark - timedelta(seconds=settings.sync.discover_overlap) if mark else None
+    stop_at = mark - timedelta(seconds=sync.discover_overlap) if mark else None
+    done = Listing()
     newest = mark
-    marked = 0
-    async for page in client.list_referrals("updatedDateTime desc", settings.sync.discover_filter):
-        listed: dict[str, str | None] = {}
+    narrowing = sync.discover_filter
+    use_filter = stop_at is not None and sync.discover_time_filter
+    while True:
+        odata_filter = time_filter(stop_at, narrowing) if use_filter and stop_at else narrowing
+        try:
+            newest, finished = await _read(
+                client, odata_filter, stop_at, newest, store_page, engine, now, stop, done
+            )
+        except ListQueryRefusedError as exc:
+            if not use_filter or done.pages:
+                raise
+            log.warning(
+                "the list endpoint refused the updatedDateTime filter (%s); listing without it "
+                "(set sync.discover_time_filter = false to skip this request)",
+                exc,
+            )
+            use_filter = False
+            continue
+        break
+    done.filtered = use_filter
+    if finished and not dry_run and newest is not None and newest != mark:
+        await asyncio.to_thread(store.write_cursor, engine, CURSOR, newest)
+    log.info(
+        "discovery read %d page(s): %d referrals stored from the listing, %d to fetch by id",
+        done.pages,
+        done.listed,
+        done.untrusted,
+    )
+    return done
+
+
+async def _read(
+    client: ReferralsClient,
+    odata_filter: str,
+    stop_at: datetime | None,
+    newest: datetime | None,
+    store_page: StorePage,
+    engine: Engine,
+    now: datetime,
+    stop: asyncio.Event | None,
+    done: Listing,
+) -> tuple[datetime | None, bool]:
+    """Read pages until the stop point or the end; returns the newest time seen and whether the
+    listing ended cleanly (False when a stop request cut it short)."""
+    async for page in client.list_referrals(ORDER, odata_filter):
+        done.pages += 1
+        outcomes: dict[str, store.Outcome] = {}
+        untrusted: dict[str, str] = {}
         passed = False
         for document in page:
             updated = parse_time(document.get("updatedDateTime"))
-            if updated is not None and (newest is None or updated > newest):
-                newest = updated
             if stop_at is not None and updated is not None and updated < stop_at:
                 passed = True
                 break
-            try:
-                referral_id = canonical_id(str(document.get("id", "")))
-            except InvalidIdError as exc:
-                log.warning("discovery skipped a listed referral: %s", exc)
-                continue
-            etag = document.get("eTag")
-            listed[referral_id] = etag if isinstance(etag, str) else None
-        if listed:
-            marked += await asyncio.to_thread(_mark_due, engine, listed, now)
+            if updated is not None and (newest is None or updated > newest):
+                newest = updated
+            found = listed_outcome(document)
+            if isinstance(found, store.Outcome):
+                outcomes[found.id] = found
+            elif found is not None:
+                untrusted[found] = SOURCE
+        if outcomes:
+            await store_page(list(outcomes.values()))
+            done.listed += len(outcomes)
+        if untrusted:
+            done.untrusted += len(untrusted)
+            await asyncio.to_thread(store.track_ids, engine, list(untrusted.items()), now)
         if passed:
-            break
-    if newest is not None and newest != mark:
-        await asyncio.to_thread(store.write_cursor, engine, CURSOR, newest)
-    log.info("discovery marked %d new or changed referrals due", marked)
-    return marked
-
-
-def _mark_due(engine: Engine, listed: dict[str, str | None], now: datetime) -> int:
-    stored = store.stored_etags(engine, list(listed))
-    changed = [
-        (referral_id, "discovery")
-        for referral_id, etag in listed.items()
-        if referral_id not in stored or etag is None or stored[referral_id] != etag
-    ]
-    store.track_ids(engine, changed, due=now)
-    return len(changed)
+            return newest, True
+        if stop is not None and stop.is_set():
+            return newest, False
+    return newest, True

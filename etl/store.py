@@ -441,6 +441,8 @@ RUN_COUNTERS = (
     "failed",
     "requests",
     "throttled",
+    "list_requests",
+    "get_requests",
 )
 
 

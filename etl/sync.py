@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -53,7 +53,19 @@ class SyncReport:
     seconds: float = 0.0
     message: str | None = None
     bad_lines: int = 0
-    discovered: int = 0
+    listed: int = 0  # referrals stored from list pages (changed or not)
+    list_requests: int = 0
+    get_requests: int = 0
+
+    @property
+    def stored(self) -> int:
+        """Referrals whose new content was stored (created or updated)."""
+        return self.counts.created + self.counts.updated
+
+    @property
+    def requests_per_stored(self) -> float | None:
+        """API requests per referral stored: the run's cost; None when nothing was stored."""
+        return round(self.requests / self.stored, 3) if self.stored else None
 
     @property
     def exit_code(self) -> int:
@@ -71,6 +83,8 @@ class SyncReport:
             "failed": c.failed,
             "requests": self.requests,
             "throttled": self.throttled,
+            "list_requests": self.list_requests,
+            "get_requests": self.get_requests,
         }
 
     def summary(self) -> str:
@@ -78,8 +92,14 @@ class SyncReport:
         return (
             f"{self.ids_total} ids: {c.created} created, {c.updated} updated, "
             f"{c.unchanged} unchanged, {c.not_found} not found, {c.failed} failed; "
-            f"{self.requests} requests ({self.throttled} throttled) in {self.seconds:.1f}s"
+            f"{self.requests} requests ({self.list_requests} list pages, {self.get_requests} "
+            f"by id; {self.throttled} throttled; {_per(self.requests_per_stored)} per referral "
+            f"stored) in {self.seconds:.1f}s"
         )
+
+
+def _per(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 Progress = Callable[[int], None]
@@ -102,11 +122,15 @@ class RunOptions:
     report: SyncReport | None = None  # set by the run: its report, also when the run raises
 
 
+StorePage = Callable[[list[store.Outcome]], Awaitable[Any]]
+Source = Callable[[ReferralsClient, StorePage], AsyncIterator[TrackedId]]
+
+
 def run_backfill(
     settings: Settings, engine: Engine, ids: Iterable[TrackedId], options: RunOptions
 ) -> SyncReport:
     """Fetch every id given, due or not."""
-    return asyncio.run(_run(settings, engine, lambda _client: _aiter(ids), options))
+    return asyncio.run(_run(settings, engine, lambda _client, _store: _aiter(ids), options))
 
 
 def run_sync(
@@ -117,23 +141,38 @@ def run_sync(
 ) -> SyncReport:
     """Discover (when enabled), then fetch every tracked id that is due (in ``shard``)."""
     return asyncio.run(
-        _run(settings, engine, lambda client: _due(settings, engine, client, shard), options)
+        _run(
+            settings,
+            engine,
+            lambda client, store_page: _due(settings, engine, client, store_page, options, shard),
+            options,
+        )
     )
 
 
-async def _aiter(ids: Iterable[TrackedId]) -> Any:
+async def _aiter(ids: Iterable[TrackedId]) -> AsyncIterator[TrackedId]:
     for tracked in ids:
         yield tracked
 
 
 async def _due(
-    settings: Settings, engine: Engine, client: ReferralsClient, shard: tuple[int, int] | None
-) -> Any:
+    settings: Settings,
+    engine: Engine,
+    client: ReferralsClient,
+    store_page: StorePage,
+    options: RunOptions,
+    shard: tuple[int, int] | None,
+) -> AsyncIterator[TrackedId]:
+    """List-first: store what the listing shows (discovery on), then fetch by id only the ids
+    that are due (refreshes, failures to retry, listed documents not trusted as complete)."""
     now = store.utcnow()
     if settings.sync.discover:
         from etl.discovery import discover
 
-        await discover(settings, engine, client, now)
+        await discover(
+            settings, engine, client, store_page, now, stop=options.stop, dry_run=options.dry_run
+        )
+    # Due as of the run's start: what the listing stored just now is not fetched again.
     pages = store.due_pages(engine, now)
     while (page := await asyncio.to_thread(next, pages, None)) is not None:
         for tracked in in_shard((TrackedId(i, s) for i, s in page), shard):
@@ -143,7 +182,7 @@ async def _due(
 async def _run(
     settings: Settings,
     engine: Engine,
-    source: Callable[[ReferralsClient], Any],
+    source: Source,
     options: RunOptions,
 ) -> SyncReport:
     report = SyncReport(trigger=options.trigger)
@@ -168,7 +207,15 @@ async def _run(
         heartbeat = asyncio.create_task(_heartbeat(settings, engine, owner, options))
         try:
             async with client:
-                await _pipeline(settings, engine, client, source(client), options, report)
+
+                async def store_page(outcomes: list[store.Outcome]) -> None:
+                    report.ids_total += len(outcomes)
+                    report.listed += len(outcomes)
+                    await _store(settings, engine, client, outcomes, report, options)
+
+                await _pipeline(
+                    settings, engine, client, source(client, store_page), options, report
+                )
             report.status = "partial" if report.counts.failed else "succeeded"
             if options.stop_signal:
                 report.status = "interrupted"
@@ -228,6 +275,8 @@ def _checked_head(engine: Engine) -> None:
 def _collect(report: SyncReport, stats: ClientStats) -> None:
     report.requests = stats.requests
     report.throttled = stats.throttled
+    report.list_requests = stats.list_requests
+    report.get_requests = stats.get_requests
     report.by_status = dict(stats.by_status)
 
 
@@ -319,18 +368,7 @@ async def _pipeline(
 
     async def _write(batch: list[tuple[TrackedId, FetchResult]]) -> None:
         outcomes = [_outcome(t, r) for t, r in batch]
-        _collect(report, client.stats)
-        counts = await _write_with_retries(settings, engine, outcomes, report, options)
-        report.counts.add(counts)
-        for referral_id, error in counts.failures:
-            log.warning(
-                "referral %s failed: %s",
-                referral_id,
-                error,
-                extra={"run_id": report.run_id, "referral_id": referral_id, "outcome": "failed"},
-            )
-        if options.progress is not None:
-            options.progress(len(batch))
+        await _store(settings, engine, client, outcomes, report, options)
 
     writer = asyncio.create_task(write())
     workers = [asyncio.create_task(fetch()) for _ in range(concurrency)]
@@ -346,6 +384,29 @@ async def _pipeline(
         raise
     await results.put(_DONE)
     await writer
+
+
+async def _store(
+    settings: Settings,
+    engine: Engine,
+    client: ReferralsClient,
+    outcomes: list[store.Outcome],
+    report: SyncReport,
+    options: RunOptions,
+) -> None:
+    """The one write path: a batch of fetched or listed referrals, in one transaction."""
+    _collect(report, client.stats)
+    counts = await _write_with_retries(settings, engine, outcomes, report, options)
+    report.counts.add(counts)
+    for referral_id, error in counts.failures:
+        log.warning(
+            "referral %s failed: %s",
+            referral_id,
+            error,
+            extra={"run_id": report.run_id, "referral_id": referral_id, "outcome": "failed"},
+        )
+    if options.progress is not None:
+        options.progress(len(outcomes))
 
 
 async def _with_db_retries(engine: Engine, func: Callable[..., T], *args: Any) -> T:
@@ -430,5 +491,6 @@ def _failed_alone(
         status=0,
         error=f"could not be stored: {reason}",
         http_status=outcome.http_status,
+        origin=outcome.origin,
     )
     return store.write_batch(engine, [failed], settings.sync, dry_run=options.dry_run)
