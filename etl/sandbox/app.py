@@ -234,8 +234,9 @@ class SandboxApp:
         except odata.ODataError as exc:
             raise _AnswerNowError(400, _error("BadRequest", str(exc), "query")) from exc
         page, last = self.sandbox.list_page(predicate, order, top, after)
-        if not self.sandbox.faults.list_etag:
-            page = [_without_etag(body) for body in page]
+        faults = self.sandbox.faults
+        if not faults.list_etag or faults.partial_listed_ids:
+            page = [_as_listed(body, faults.list_etag, faults.partial_listed_ids) for body in page]
         parts = [_LIST_CONTEXT, str(len(page)).encode(), b',"value":[', b",".join(page), b"]"]
         if last is not None:
             host = headers.get("host") or "{}:{}".format(*scope.get("server") or ("localhost", 80))
@@ -296,11 +297,15 @@ class SandboxApp:
         return ids
 
 
-def _without_etag(body: bytes) -> bytes:
-    """A listed document as Microsoft's list sample shows it: no eTag, no @odata.context."""
+def _as_listed(body: bytes, etag: bool, partial: set[str]) -> bytes:
+    """A listed document: without eTag and @odata.context as Microsoft's list sample shows it
+    (``etag`` False); without its status when its id is in ``partial``."""
     doc = json.loads(body)
-    doc.pop("eTag", None)
-    doc.pop("@odata.context", None)
+    if not etag:
+        doc.pop("eTag", None)
+        doc.pop("@odata.context", None)
+    if doc.get("id") in partial:
+        doc.pop("status", None)
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 

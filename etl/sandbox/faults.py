@@ -15,6 +15,7 @@ _ID_SETS = (
     "oversized_ids",
     "mismatched_id_ids",
 )
+_LIST_ID_SETS = ("partial_listed_ids",)
 
 
 @dataclass
@@ -29,6 +30,8 @@ class Faults:
     # False: a $filter on updatedDateTime/createdDateTime is answered 400, as by an API that
     # does not accept it.
     time_filter: bool = True
+    # Ids whose listed document lacks its status (a GET by id still serves it whole).
+    partial_listed_ids: set[str] = field(default_factory=set)
     throttle_rps: float = 0.0
     error_rate_503: float = 0.0
     fail_next: int = 0
@@ -49,7 +52,7 @@ class Faults:
         if unknown:
             raise ValueError(f"unknown fault switch(es) {unknown}; known: {sorted(known)}")
         for name, value in changes.items():
-            if name in _ID_SETS or name == "accepted_tokens":
+            if name in _ID_SETS or name in _LIST_ID_SETS or name == "accepted_tokens":
                 value = None if value is None and name == "accepted_tokens" else set(value or ())
             elif name in ("latency_seconds", "throttle_rps", "error_rate_503"):
                 value = float(value)

@@ -1,0 +1,115 @@
+"""List-first sync: what a listing stores, where it stops, and what it never loses."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+import pytest
+from conftest import rows_of, settings_for, sync
+from sqlalchemy.engine import Engine
+
+from etl.sandbox import Sandbox
+from etl.sync import SyncReport
+
+
+def _lists(box: Sandbox) -> list[dict[str, str]]:
+    return [
+        dict(parse_qsl(q)) for _, p, q, _ in box.requests if p.endswith("/engagements/referrals")
+    ]
+
+
+def _gets(box: Sandbox) -> list[str]:
+    return [p.rsplit("/", 1)[-1] for _, p, _, _ in box.requests if "/referrals/" in p]
+
+
+def _versions(engine: Engine) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows_of(engine, "referral_history"):
+        counts[row["referral_id"]] = counts.get(row["referral_id"], 0) + 1
+    return counts
+
+
+def _sync(engine: Engine, box: Sandbox, **sync_keys: object) -> SyncReport:
+    box.requests.clear()
+    return sync(engine, box, settings=settings_for(engine, sync={"discover": True, **sync_keys}))
+
+
+def test_pages_are_read_newest_first_a_hundred_at_a_time(sqlite_engine: Engine) -> None:
+    box = Sandbox(count=250, seed=41)
+    report = _sync(sqlite_engine, box)
+    queries = _lists(box)
+    assert len(queries) == 3 == report.list_requests == report.requests
+    assert queries[0] == {"$top": "100", "$orderby": "updatedDateTime desc"}  # no mark: all
+    assert all("$skiptoken" in q for q in queries[1:])
+    assert report.counts.created == 250 and report.requests_per_stored == 0.012
+
+
+def test_a_referral_changed_while_the_pages_are_read_is_never_lost(sqlite_engine: Engine) -> None:
+    box = Sandbox(count=500, seed=42)
+    _sync(sqlite_engine, box)
+    # The next listing reads the changed referrals; while it reads, an old referral (deep in
+    # the listing) changes and moves to the front, behind the reader.
+    newest_first = sorted(box.ids, key=lambda i: box.document(i)["updatedDateTime"])[::-1]
+    changed = box.change(ids=newest_first[300:450])
+    mover = newest_first[480]
+    box.change_while_listing([mover], after_pages=1)
+    second = _sync(sqlite_engine, box)
+    third = _sync(sqlite_engine, box)
+    versions = _versions(sqlite_engine)
+    assert versions[mover] == 2, "the referral changed mid-listing was lost"
+    assert all(versions[i] == 2 for i in changed)
+    assert sum(versions.values()) == 500 + len(changed) + 1
+    assert second.counts.updated + third.counts.updated == len(changed) + 1
+    assert _gets(box) == []  # all of it from list pages
+
+
+@pytest.mark.parametrize("time_filter", ["refused", "off"])
+def test_without_the_time_filter_the_listing_stops_after_the_mark(
+    sqlite_engine: Engine, time_filter: str
+) -> None:
+    box = Sandbox(count=1000, seed=43)
+    _sync(sqlite_engine, box)
+    changed = set(box.change(fraction=0.1, seed=5))
+    if time_filter == "refused":
+        box.faults.time_filter = False  # the API answers 400 to a filter on updatedDateTime
+        report = _sync(sqlite_engine, box)
+        queries = _lists(box)
+        assert "updatedDateTime ge" in queries[0]["$filter"] and report.by_status[400] == 1
+        queries = queries[1:]
+    else:
+        report = _sync(sqlite_engine, box, discover_time_filter=False)
+        queries = _lists(box)
+    assert all("$filter" not in q for q in queries)
+    assert len(queries) == 2  # 100 changes on page one; page two passes the mark: stop
+    assert report.counts.updated == len(changed) and report.counts.created == 0
+    assert {i for i, n in _versions(sqlite_engine).items() if n == 2} == changed
+    assert _gets(box) == []
+
+
+def test_the_time_filter_asks_only_for_changes_since_the_mark_minus_the_overlap(
+    sqlite_engine: Engine,
+) -> None:
+    box = Sandbox(count=300, seed=44)
+    _sync(sqlite_engine, box)
+    newest = max(box.document(i)["updatedDateTime"] for i in box.ids)
+    changed = set(box.change(fraction=0.05, seed=6))
+    report = _sync(sqlite_engine, box, discover_filter="status ne 'Closed'")
+    [query] = _lists(box)
+    assert query["$filter"].startswith("(status ne 'Closed') and updatedDateTime ge ")
+    since = query["$filter"].rsplit(" ", 1)[-1]
+    assert since < newest  # ten minutes (the overlap) before the newest change seen
+    open_changed = {i for i in changed if box.document(i)["status"] != "Closed"}
+    assert report.counts.updated == len(open_changed)
+
+
+def test_listed_documents_that_look_incomplete_are_fetched_by_id(sqlite_engine: Engine) -> None:
+    box = Sandbox(count=120, seed=45)
+    partial = box.ids[3]
+    box.faults.partial_listed_ids = {partial}  # listed without status; whole by id
+    report = _sync(sqlite_engine, box)
+    assert _gets(box) == [partial]
+    assert (report.listed, report.get_requests, report.counts.created) == (119, 1, 120)
+    [version] = [
+        v for v in rows_of(sqlite_engine, "referral_history") if v["referral_id"] == partial
+    ]
+    assert version["origin"] == "get" and version["status"] == box.document(partial)["status"]
