@@ -6,6 +6,12 @@ fetched one (:func:`etl.store.write_batch`, one transaction per page, the same c
 history, ledger and counts), marked ``origin = "list"``. A listed document that cannot be trusted
 (unreadable id, or missing a field every referral has) is made due for a GET by id instead.
 
+Every ``sync.full_listing_every`` (and on the first run) the whole listing is read instead,
+when discovery covers every referral (no ``discover_filter``): each tracked id it did not show
+(a deleted referral, or one outside the listing) is made due for a GET by id, which answers 404
+for a deleted one. This is the refresh policy of list-first sync: changes arrive through the
+listing, and per-id refreshes are the safety net for what a listing cannot show.
+
 Where to stop: the previous listing's high-water mark (the newest ``updatedDateTime`` it saw)
 minus ``sync.discover_overlap``. The listing asks the API for only that much with
 ``$filter=updatedDateTime ge ...`` (when ``sync.discover_time_filter``; a 400 answer falls back to
@@ -37,6 +43,7 @@ from etl.ids import canonical_id
 log = logging.getLogger(__name__)
 
 CURSOR = "discovery"
+FULL_CURSOR = "discovery-full"  # when the last complete full listing began
 ORDER = "updatedDateTime desc"
 SOURCE = "discovery"
 # Fields every referral the API serves carries; a listed document without one of them is not
@@ -54,6 +61,8 @@ class Listing:
     listed: int = 0  # documents stored from the pages (changed or not)
     untrusted: int = 0  # made due for a GET by id
     filtered: bool = False  # whether the API accepted the updatedDateTime filter
+    full: bool = False  # a full listing (no stop point)
+    unseen: int = 0  # tracked ids a full listing did not show, made due for a GET by id
 
 
 def listed_outcome(document: dict[str, Any]) -> store.Outcome | str | None:
@@ -98,8 +107,13 @@ async def discover(
     ``store_page``; make untrusted documents due; move the mark when the listing ends cleanly."""
     sync = settings.sync
     mark = await asyncio.to_thread(store.read_cursor, engine, CURSOR)
-    stop_at = mark - timedelta(seconds=sync.discover_overlap) if mark else None
     done = Listing()
+    if sync.listing_covers_all and sync.full_listing_every > 0:
+        last_full = await asyncio.to_thread(store.read_cursor, engine, FULL_CURSOR)
+        done.full = last_full is None or now - last_full >= timedelta(
+            seconds=sync.full_listing_every
+        )
+    stop_at = mark - timedelta(seconds=sync.discover_overlap) if mark and not done.full else None
     newest = mark
     narrowing = sync.discover_filter
     use_filter = stop_at is not None and sync.discover_time_filter
@@ -121,13 +135,19 @@ async def discover(
             continue
         break
     done.filtered = use_filter
-    if finished and not dry_run and newest is not None and newest != mark:
-        await asyncio.to_thread(store.write_cursor, engine, CURSOR, newest)
+    if finished and not dry_run:
+        if newest is not None and newest != mark:
+            await asyncio.to_thread(store.write_cursor, engine, CURSOR, newest)
+        if done.full:
+            # Whatever the whole listing did not show is checked by id (404: deleted).
+            done.unseen = await asyncio.to_thread(store.make_unseen_due, engine, now, now)
+            await asyncio.to_thread(store.write_cursor, engine, FULL_CURSOR, now)
     log.info(
-        "discovery read %d page(s): %d referrals stored from the listing, %d to fetch by id",
+        "discovery read %d page(s)%s: %d referrals stored from the listing, %d to fetch by id",
         done.pages,
+        " (the whole listing)" if done.full else "",
         done.listed,
-        done.untrusted,
+        done.untrusted + done.unseen,
     )
     return done
 

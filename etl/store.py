@@ -163,6 +163,10 @@ def _known(conn: Connection, ids: Sequence[str]) -> dict[str, _Known]:
 
 
 def _next_after_success(settings: SyncSettings, status: str | None, now: datetime) -> datetime:
+    if settings.listing_covers_all:
+        # Changes arrive through the listing; a GET by id is only the safety net (and the
+        # periodic full listing makes due whatever it no longer shows).
+        return now + timedelta(seconds=settings.refresh_listed_after)
     closed = (status or "").lower() == _CLOSED
     return now + timedelta(
         seconds=settings.refresh_closed_after if closed else settings.refresh_open_after
@@ -385,6 +389,29 @@ def due_pages(engine: Engine, now: datetime, page: int = 1000) -> Iterator[list[
             return
         yield [(r.referral_id, r.source) for r in rows]
         last = rows[-1].referral_id
+
+
+def make_unseen_due(engine: Engine, since: datetime, due: datetime) -> int:
+    """Make due every id last confirmed before ``since`` (a full listing that began then did not
+    show it: deleted, or outside the listing); ids still failing keep their backoff, and ids
+    already known deleted their ``refresh_not_found_after``."""
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                sa.update(sync_state)
+                .where(
+                    sync_state.c.last_success_at < since,
+                    sync_state.c.next_attempt_at > due,
+                    sync_state.c.consecutive_failures == 0,
+                    # Known deleted: looked at again after refresh_not_found_after instead.
+                    sa.or_(
+                        sync_state.c.last_status_code.is_(None),
+                        sync_state.c.last_status_code != 404,
+                    ),
+                )
+                .values(next_attempt_at=due)
+            ).rowcount
+        )
 
 
 def count_due(engine: Engine, now: datetime) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import parse_qsl
 
 import pytest
@@ -113,3 +114,46 @@ def test_listed_documents_that_look_incomplete_are_fetched_by_id(sqlite_engine: 
         v for v in rows_of(sqlite_engine, "referral_history") if v["referral_id"] == partial
     ]
     assert version["origin"] == "get" and version["status"] == box.document(partial)["status"]
+
+
+def test_refresh_is_a_safety_net_when_the_listing_covers_everything(sqlite_engine: Engine) -> None:
+    box = Sandbox(count=300, seed=46)
+    _sync(sqlite_engine, box)
+    for row in rows_of(sqlite_engine, "sync_state"):
+        assert row["next_attempt_at"] - row["last_attempt_at"] == timedelta(days=30)
+    # Narrowed by a filter, the listing no longer shows every change: by-id refresh by status
+    # (tests/test_discovery.py), as with discovery off.
+    narrowed = settings_for(sqlite_engine, sync={"discover": True, "discover_filter": "x eq 'y'"})
+    assert not narrowed.sync.listing_covers_all
+
+
+def test_a_full_listing_finds_deleted_referrals_by_what_it_no_longer_shows(
+    sqlite_engine: Engine,
+) -> None:
+    box = Sandbox(count=1000, seed=48)
+    _sync(sqlite_engine, box)
+    gone = box.ids[10:13]
+    box.delete(gone)
+    changed = set(box.change(fraction=0.02, seed=7))
+    quiet = _sync(sqlite_engine, box)  # within full_listing_every: only the changes
+    assert (quiet.list_requests, quiet.get_requests) == (1, 0)
+    assert quiet.counts.updated == len(changed) and quiet.counts.not_found == 0
+
+    full = _sync(sqlite_engine, box, full_listing_every=1e-6)  # a full listing is due
+    assert full.list_requests == 10  # 997 referrals
+    assert sorted(_gets(box)) == sorted(gone)  # only what the listing no longer shows
+    assert (full.counts.not_found, full.counts.updated, full.counts.created) == (3, 0, 0)
+    deleted = {r["id"] for r in rows_of(sqlite_engine, "referrals") if r["deleted_at"]}
+    assert deleted == set(gone)
+    assert len(rows_of(sqlite_engine, "referral_history")) == 1000 + len(changed)
+
+
+def test_a_second_full_listing_does_not_ask_again_for_known_deleted_ids(
+    sqlite_engine: Engine,
+) -> None:
+    box = Sandbox(count=150, seed=49)
+    _sync(sqlite_engine, box)
+    box.delete(box.ids[:2])
+    assert _sync(sqlite_engine, box, full_listing_every=1e-6).counts.not_found == 2
+    again = _sync(sqlite_engine, box, full_listing_every=1e-6)
+    assert (again.list_requests, again.get_requests) == (2, 0)

@@ -62,6 +62,7 @@ def _schedule_settings(engine: Engine, interval: float, **sync: Any) -> Settings
             "discover": True,
             "refresh_open_after": 0.0,
             "refresh_closed_after": 0.0,
+            "refresh_listed_after": 0.0,
             **sync,
         },
         schedule={"interval": interval},
