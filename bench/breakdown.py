@@ -38,6 +38,7 @@ from etl.client import ReferralsClient
 from etl.config import Settings, SyncSettings
 from etl.flatten import content_hash, flatten_referral
 from etl.ids import TrackedId
+from etl.results import FetchResult, Outcome
 from etl.sandbox import Sandbox
 from etl.sync import RunOptions, run_backfill
 
@@ -106,7 +107,7 @@ def stage_timings(n: int, repeats: int, workdir: Path, template: Path) -> dict[s
                 await client.fetch_referral(i, etags[i] if conditional else None)
             return time.perf_counter() - started
 
-    def write(outcomes: list[store.Outcome], url: str) -> float:
+    def write(outcomes: list[FetchResult], url: str) -> float:
         engine = db.create_engine_for(url)
         try:
             started = time.perf_counter()
@@ -116,9 +117,17 @@ def stage_timings(n: int, repeats: int, workdir: Path, template: Path) -> dict[s
         finally:
             engine.dispose()
 
-    def first_outcomes() -> list[store.Outcome]:
+    def first_outcomes() -> list[FetchResult]:
         return [
-            store.Outcome(d["id"], "file", 200, document=json.loads(b), etag_header=d["eTag"])
+            FetchResult(
+                d["id"],
+                Outcome.FETCHED,
+                "file",
+                document=json.loads(b),
+                raw=b.decode(),
+                etag=d["eTag"],
+                http_status=200,
+            )
             for d, b in zip(docs, bodies, strict=True)
         ]
 
@@ -128,7 +137,9 @@ def stage_timings(n: int, repeats: int, workdir: Path, template: Path) -> dict[s
     def write_unchanged() -> float:
         url = _fresh_sqlite(workdir, template)
         write(first_outcomes(), url)
-        return write([store.Outcome(i, "file", 304, http_status=304) for i in ids], url)
+        return write(
+            [FetchResult(i, Outcome.NOT_MODIFIED, "file", http_status=304) for i in ids], url
+        )
 
     def pipeline(unchanged: bool) -> float:
         url = _fresh_sqlite(workdir, template)

@@ -5,7 +5,8 @@ The public names, by stage (see README "How it works"):
 - configuration: ``etl.config.load_settings``, ``etl.config.Settings``
 - schema: ``etl.models`` (tables), ``etl.db.upgrade`` / ``etl.db.require_head``
 - ids: ``etl.ids.read_ids``, ``etl.ids.canonical_id``, ``etl.ids.in_shard``
-- fetch: ``etl.client.ReferralsClient``, ``etl.auth.build_auth``
+- fetch: ``etl.client.ReferralsClient``, ``etl.auth.build_auth``; its answer for one id is
+  ``etl.results.FetchResult`` (with ``etl.results.Outcome``), handed as it is to the store
 - flatten: ``etl.flatten.flatten_referral``
 - store: ``etl.store.write_batch``
 - runs: ``etl.sync.run_backfill``, ``etl.sync.run_sync``, ``etl.sync.SyncReport``,
@@ -27,6 +28,7 @@ __all__ = [
     "flatten",
     "ids",
     "models",
+    "results",
     "sandbox",
     "scheduler",
     "store",

@@ -1,29 +1,35 @@
 """The `referrals-etl` commands: the only module that prints, draws progress or exits.
 
-Every failure becomes one line a person can act on and the exit code of design/interface.md;
-``-v`` adds details, ``-vv`` a traceback.
+Every failure becomes one line a person can act on and its exit code; ``-v`` adds details,
+``-vv`` a traceback.
+
+Start-up stays fast: this module imports only click and the job's light modules at the top.
+SQLAlchemy, Alembic, httpx, aiohttp, MSAL and the modules that use them are imported inside the
+commands that need them, so ``--help`` (and every command's ``--help``) loads none of them
+(tests/test_startup.py checks which modules each command loads).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import sqlalchemy as sa
 
-from etl import db
 from etl.config import Settings, load_settings, redact_url
 from etl.errors import EtlError
 from etl.ids import BadLine, TrackedId, in_shard, parse_shard, read_ids
 from etl.logs import setup_logging
-from etl.sync import RunOptions, SyncReport, run_backfill, run_sync
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from etl.sync import RunOptions, SyncReport
 
 log = logging.getLogger("etl.cli")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -149,6 +155,8 @@ def db_group() -> None:
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
 def db_upgrade(revision: str) -> None:
     """Apply the migrations (creates everything on an empty database)."""
+    from etl import db
+
     engine = db.create_engine_for(_state().settings().database.url)
     before = db.current_revision(engine)
     db.upgrade(engine, revision)
@@ -160,6 +168,8 @@ def db_upgrade(revision: str) -> None:
 @common_options
 def db_current() -> None:
     """Print the schema revision and whether it is at head."""
+    from etl import db
+
     engine = db.create_engine_for(_state().settings().database.url)
     current, head = db.current_revision(engine), db.head_revision()
     state = "at head" if current == head else f"NOT at head {head}: run `referrals-etl db upgrade`"
@@ -208,6 +218,8 @@ def sync(
     pushgateway: str | None,
 ) -> None:
     """One run: discover changed ids (when enabled), fetch every due id, and exit."""
+    from etl.sync import RunOptions, run_sync
+
     settings = _state().settings(**_overrides(concurrency))
     shard_spec = parse_shard(shard) if shard else None
     options = RunOptions(trigger="cli", dry_run=dry_run, limit=limit)
@@ -235,6 +247,8 @@ def backfill(
     pushgateway: str | None,
 ) -> None:
     """Track every id in FILE (- = stdin; ids or webhook events) and fetch them all now."""
+    from etl.sync import RunOptions, run_backfill
+
     settings = _state().settings(**_overrides(concurrency))
     shard_spec = parse_shard(shard) if shard else None
     bad: list[BadLine] = []
@@ -263,10 +277,11 @@ def backfill(
 def _execute(
     settings: Settings,
     options: RunOptions,
-    run: Callable[[sa.Engine, RunOptions], SyncReport],
+    run: Callable[[Engine, RunOptions], SyncReport],
     metrics_file: str | None,
     pushgateway: str | None,
 ) -> SyncReport:
+    from etl import db
     from etl.auth import build_auth
 
     engine = db.create_engine_for(settings.database.url)
@@ -277,13 +292,15 @@ def _execute(
     report: SyncReport | None = None
     try:
         report = run(engine, options)
+    except EtlError as exc:
+        report = exc.report  # also when the run raised: alerts need failed runs
+        raise
     finally:
         if progress is not None:
             progress.close()
-        if options.report is not None:  # also when the run raised: alerts need failed runs
-            _emit_metrics(options.report, metrics_file, pushgateway)
         if report is not None:
-            click.echo(("dry run: " if options.dry_run else "") + report.summary())
+            _emit_metrics(report, metrics_file, pushgateway)
+    click.echo(("dry run: " if options.dry_run else "") + report.summary())
     return report
 
 
@@ -296,32 +313,18 @@ def _progress_bar() -> Any:
 
 
 def _install_signal_handlers(options: RunOptions) -> None:
-    """SIGTERM/SIGINT: stop taking new ids, finish in-flight work, record the run."""
-    stop = asyncio.Event()
-    options.stop = stop
+    """SIGTERM/SIGINT: stop taking new ids, finish in-flight work, record the run; a second
+    signal stops at once (every committed batch is whole)."""
+    stop = options.stop
 
     def handler(signum: int, _frame: Any) -> None:
-        if options.stop_signal:
+        name = signal.Signals(signum).name
+        if not stop.request(name, signum):
             raise KeyboardInterrupt  # a second signal: stop now
-        options.stop_signal.append(signum)
-        log.warning(
-            "received %s: finishing in-flight work, then stopping", signal.Signals(signum).name
-        )
-        loop = _running_loop()
-        if loop is not None:
-            loop.call_soon_threadsafe(stop.set)
-        else:
-            stop.set()
+        log.warning("received %s: finishing in-flight work, then stopping", name)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _emit_metrics(report: SyncReport, metrics_file: str | None, pushgateway: str | None) -> None:
@@ -343,6 +346,7 @@ def _emit_metrics(report: SyncReport, metrics_file: str | None, pushgateway: str
 @click.option("--runs", default=10, show_default=True, help="How many recent runs to show.")
 def status(runs: int) -> None:
     """Recent runs, counts by outcome, ids that keep failing, and how many are due now."""
+    from etl import db
     from etl.status import render_status
 
     settings = _state().settings()
@@ -480,13 +484,24 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except EtlError as exc:
         _fail(str(exc), exc.exit_code, exc)
-    except sa.exc.SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0][:300]
-        _fail(f"database error: {reason}; check database.url and the server", 5, exc)
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0][:300]
+        _fail(f"database error: {reason}; check database.url and the server", 5, exc)
     sys.exit(0)
+
+
+def _is_database_error(exc: Exception) -> bool:
+    """A SQLAlchemy error; SQLAlchemy is not imported to find out when nothing loaded it."""
+    if "sqlalchemy" not in sys.modules:
+        return False
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, SQLAlchemyError)
 
 
 def _fail(message: str, code: int, exc: BaseException) -> None:

@@ -19,7 +19,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -31,6 +31,10 @@ from httpx_aiohttp import HttpxAiohttpClient
 from etl.config import ApiSettings
 from etl.errors import ApiUnavailableError, AuthError, BadDocumentError
 from etl.ids import canonical_id
+from etl.results import FetchResult, Outcome
+from etl.stopping import StopRequest
+
+__all__ = ["ClientStats", "FetchResult", "Outcome", "ReferralsClient", "Throttle"]
 
 log = logging.getLogger(__name__)
 
@@ -43,21 +47,6 @@ ROLES_HINT = (
     "the signed-in user needs the Referrals Admin or Referrals User role in Partner Center "
     "(Account settings > User management)"
 )
-
-
-@dataclass(slots=True)
-class FetchResult:
-    """What one GET of a referral ended with. ``status`` is 200, 304, 404 or 0 (failed)."""
-
-    id: str
-    status: int
-    document: dict[str, Any] | None = None
-    raw: str | None = None  # the body's JSON text, as received
-    etag_header: str | None = None
-    error: str | None = None
-    http_status: int | None = None
-    request_id: str | None = None
-    seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -85,8 +74,15 @@ class ClientStats:
 class Throttle:
     """Shared pacing for every request of a run: a cap, 429 pauses, and AIMD limits."""
 
-    def __init__(self, concurrency: int, max_rps: float, clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        concurrency: int,
+        max_rps: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._clock = clock
+        self._sleep = sleep
         self.max_concurrency = concurrency
         self.limit = float(concurrency)
         self.in_flight = 0
@@ -114,7 +110,11 @@ class Throttle:
                     self._next_slot = slot + 1.0 / self.rate
             if wait <= 0:
                 return
-            await asyncio.sleep(wait)
+            try:
+                await self._sleep(wait)
+            except BaseException:
+                await self.release()  # a stop (or cancel) while paced gives the slot back
+                raise
 
     async def release(self) -> None:
         async with self._changed:
@@ -222,11 +222,17 @@ class ReferralsClient:
         auth: httpx.Auth | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         throttle: Throttle | None = None,
+        stop: StopRequest | None = None,
     ) -> None:
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
         self.stats = ClientStats()
-        self.throttle = throttle or Throttle(settings.concurrency, settings.max_requests_per_second)
+        # Every pause (backoff, Retry-After, pacing) ends early on a stop request, raising
+        # StopRequested out of the request that was waiting.
+        self._stop = stop
+        self.throttle = throttle or Throttle(
+            settings.concurrency, settings.max_requests_per_second, sleep=self._sleep
+        )
         self._consecutive_failures = 0
         limits = httpx.Limits(
             max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
@@ -252,34 +258,39 @@ class ReferralsClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def fetch_referral(self, referral_id: str, etag: str | None = None) -> FetchResult:
+    async def fetch_referral(
+        self, referral_id: str, etag: str | None = None, *, source: str = "manual"
+    ) -> FetchResult:
         """GET one referral, with ``If-None-Match`` when an eTag is stored."""
-        started = time.perf_counter()
         referral_id = canonical_id(referral_id)
         headers = {"If-None-Match": etag} if etag else {}
         url = f"{self.base_url}/engagements/referrals/{referral_id}"
         try:
             response, body = await self._send(url, headers)
         except (_RetryableError, BadDocumentError) as exc:
-            return FetchResult(referral_id, 0, error=str(exc), seconds=_since(started))
+            return FetchResult(referral_id, Outcome.FAILED, source, error=str(exc))
+        status = response.status_code
         result = FetchResult(
             referral_id,
-            response.status_code,
-            etag_header=response.headers.get("etag"),
-            http_status=response.status_code,
-            request_id=_request_id(response),
+            Outcome.FAILED,
+            source,
+            etag=response.headers.get("etag"),
+            http_status=status,
         )
-        if response.status_code == 200:
+        if status == 200:
             try:
                 result.document = self._document(referral_id, response, body)
                 result.raw = body.decode("utf-8")
-            except BadDocumentError as exc:
-                result.status, result.error = 0, str(exc)
-        elif response.status_code in {404, 410}:
-            result.status = 404
-        elif response.status_code != 304:
-            result.status, result.error = 0, error_message(response, body)
-        result.seconds = _since(started)
+                result.outcome = Outcome.FETCHED
+            except (BadDocumentError, UnicodeDecodeError) as exc:
+                result.document = None
+                result.error = str(exc)
+        elif status == 304:
+            result.outcome = Outcome.NOT_MODIFIED
+        elif status in {404, 410}:
+            result.outcome = Outcome.NOT_FOUND
+        else:
+            result.error = error_message(response, body)
         return result
 
     async def list_referrals(
@@ -367,7 +378,7 @@ class ReferralsClient:
                 if attempt >= self.settings.max_attempts:
                     raise _RetryableError(f"{exc} (gave up after {attempt} attempts)") from None
                 self.stats.retries += 1
-                await asyncio.sleep(_backoff(attempt) if exc.wait is None else exc.wait)
+                await self._sleep(_backoff(attempt) if exc.wait is None else exc.wait)
                 continue
             finally:
                 await self.throttle.release()
@@ -378,7 +389,7 @@ class ReferralsClient:
                 log.debug("throttled (429), every worker pauses %.1fs", pause)
                 if throttled > _MAX_THROTTLED:
                     raise _RetryableError(f"still throttled (429) after {throttled} answers")
-                await asyncio.sleep(pause)
+                await self._sleep(pause)
                 attempt -= 1  # a 429 is the server pacing us, not a failed attempt
                 continue
             if status in _RETRYABLE:
@@ -388,7 +399,7 @@ class ReferralsClient:
                     raise _RetryableError(f"{message} (gave up after {attempt} attempts)")
                 self.stats.retries += 1
                 wait = _retry_after(response)
-                await asyncio.sleep(_backoff(attempt) if wait is None else wait)
+                await self._sleep(_backoff(attempt) if wait is None else wait)
                 continue
             if status == 403:
                 raise AuthError(f"the API refused access (403): {ROLES_HINT}")
@@ -434,6 +445,12 @@ class ReferralsClient:
             )
         return response, body
 
+    async def _sleep(self, seconds: float) -> None:
+        if self._stop is None:
+            await asyncio.sleep(seconds)
+        else:
+            await self._stop.sleep(seconds)  # raises StopRequested when a stop comes first
+
     def _failed_attempt(self) -> None:
         self._consecutive_failures += 1
         limit = self.settings.breaker_failures
@@ -461,7 +478,3 @@ def _transport_failure(exc: BaseException, timeout: float) -> str:
         return f"timed out after {timeout:g}s"
     detail = str(origin).strip()
     return f"connection failed ({name}{': ' + detail[:200] if detail else ''})"
-
-
-def _since(started: float) -> float:
-    return time.perf_counter() - started

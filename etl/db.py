@@ -1,28 +1,32 @@
 """Engines for the three supported databases, and the Alembic migrations behind `db upgrade`.
 
 The schema is only ever made by the migrations (never ``create_all``); ``require_head`` is the
-guard that `sync` and `backfill` call so they never write into an older schema.
+guard that `sync` and `backfill` call so they never write into an older schema. It reads the
+head revision from the migration scripts' text and the current one with one query, so a run
+starts without loading Alembic; Alembic itself is imported only by `db upgrade` and friends.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from etl.config import redact_url
 from etl.errors import ConfigError, DatabaseError, SchemaNotAtHeadError
 from etl.flatten import RawJson
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10  # seconds to open a connection to a database server before giving up
 
 _DRIVERS = {
     "postgresql": ("postgresql+psycopg", "psycopg", "postgres"),
@@ -65,6 +69,8 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("connect_args", {"timeout": 30})
     else:
         kwargs.setdefault("pool_pre_ping", True)
+        # A server that does not answer fails the connection in seconds, not minutes.
+        kwargs.setdefault("connect_args", {"connect_timeout": CONNECT_TIMEOUT})
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except ModuleNotFoundError as exc:
@@ -105,6 +111,17 @@ def connect_error(engine: Engine, exc: Exception) -> DatabaseError:
     )
 
 
+def failure(engine: Engine, exc: Exception) -> DatabaseError:
+    """One line for a database error that ends the run (a missing table or column, a denied
+    permission, a read-only or full database): the database's failure, not a referral's."""
+    reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
+    first = reason[0][:300] if reason else exc.__class__.__name__
+    return DatabaseError(
+        f"database {describe(engine)}: {first}; the run stopped (every committed batch is "
+        "whole); check the database (`referrals-etl db current`, permissions, space) and rerun"
+    )
+
+
 def migrations_dir() -> Path:
     """The Alembic scripts, shipped inside the package (``etl/migrations``) as package data."""
     found = Path(__file__).resolve().parent / "migrations"
@@ -117,6 +134,8 @@ def migrations_dir() -> Path:
 
 
 def _alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     if connection is not None:
@@ -124,30 +143,58 @@ def _alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+_REVISION = re.compile(r"^revision(?:\s*:\s*str)?\s*=\s*[\"']([^\"']+)[\"']", re.M)
+_DOWN = re.compile(r"^down_revision(?:\s*:[^=]*)?=\s*[\"']([^\"']+)[\"']", re.M)
+
+
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
-    assert head is not None
-    return head
+    """The migrations' head, read from the scripts' ``revision``/``down_revision`` lines
+    without importing them (a test checks that Alembic agrees)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in sorted((migrations_dir() / "versions").glob("*.py")):
+        text = script.read_text(encoding="utf-8")
+        found = _REVISION.search(text)
+        if found is None:
+            continue
+        revisions.add(found.group(1))
+        down = _DOWN.search(text)
+        if down is not None:
+            parents.add(down.group(1))
+    heads = sorted(revisions - parents)
+    if len(heads) != 1:
+        raise DatabaseError(f"the migrations have {len(heads)} heads ({heads}); reinstall")
+    return heads[0]
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (``alembic_version``), or None for an empty database."""
     try:
         with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            if not connection.dialect.has_table(connection, "alembic_version"):
+                return None
+            found = connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()
     except sa.exc.OperationalError as exc:
         raise connect_error(engine, exc) from exc
+    return ",".join(sorted(str(row[0]) for row in found)) or None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
     _run_alembic(engine, command.upgrade, revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
+    from alembic import command
+
     _run_alembic(engine, command.downgrade, revision)
 
 
 def check_models_match(engine: Engine) -> None:
     """``alembic check``: raise when the models and the migrated database differ."""
+    from alembic import command
+
     _run_alembic(engine, command.check)
 
 

@@ -24,14 +24,11 @@ The first run (no mark) reads everything.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
-
-from sqlalchemy.engine import Engine
+from typing import TYPE_CHECKING, Any
 
 from etl import store
 from etl.client import ListQueryRefusedError, ReferralsClient
@@ -39,6 +36,11 @@ from etl.config import Settings
 from etl.errors import InvalidIdError
 from etl.flatten import parse_time
 from etl.ids import canonical_id
+from etl.results import FetchResult, Outcome
+from etl.stopping import StopRequest
+
+if TYPE_CHECKING:
+    from etl.sync import Database
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ SOURCE = "discovery"
 # trusted as complete and is fetched by id instead.
 REQUIRED = ("id", "status", "updatedDateTime")
 
-StorePage = Callable[[list[store.Outcome]], Awaitable[Any]]
+StorePage = Callable[[list[FetchResult]], Awaitable[Any]]
 
 
 @dataclass
@@ -65,9 +67,10 @@ class Listing:
     unseen: int = 0  # tracked ids a full listing did not show, made due for a GET by id
 
 
-def listed_outcome(document: dict[str, Any]) -> store.Outcome | str | None:
-    """The store's outcome for one listed document; the id alone (a string) when the document
-    cannot be trusted as complete and must be fetched by id; None when it has no usable id."""
+def listed_result(document: dict[str, Any]) -> FetchResult | str | None:
+    """The result the store writes for one listed document; the id alone (a string) when the
+    document cannot be trusted as complete and must be fetched by id; None when it has no usable
+    id."""
     try:
         referral_id = canonical_id(str(document.get("id", "")))
     except InvalidIdError as exc:
@@ -78,10 +81,10 @@ def listed_outcome(document: dict[str, Any]) -> store.Outcome | str | None:
     ):
         return referral_id
     document["id"] = referral_id
-    return store.Outcome(
-        id=referral_id,
+    return FetchResult(
+        referral_id,
+        Outcome.FETCHED,
         source=SOURCE,
-        status=200,
         document=document,
         http_status=200,
         origin="list",
@@ -96,20 +99,21 @@ def time_filter(since: datetime, narrowing: str) -> str:
 
 async def discover(
     settings: Settings,
-    engine: Engine,
+    database: Database,
     client: ReferralsClient,
     store_page: StorePage,
     now: datetime,
-    stop: asyncio.Event | None = None,
+    stop: StopRequest | None = None,
     dry_run: bool = False,
 ) -> Listing:
     """Read the listing down to the mark minus the overlap, storing each page with
     ``store_page``; make untrusted documents due; move the mark when the listing ends cleanly."""
     sync = settings.sync
-    mark = await asyncio.to_thread(store.read_cursor, engine, CURSOR)
+    engine = database.engine
+    mark = await database.call(store.read_cursor, engine, CURSOR)
     done = Listing()
     if sync.listing_covers_all and sync.full_listing_every > 0:
-        last_full = await asyncio.to_thread(store.read_cursor, engine, FULL_CURSOR)
+        last_full = await database.call(store.read_cursor, engine, FULL_CURSOR)
         done.full = last_full is None or now - last_full >= timedelta(
             seconds=sync.full_listing_every
         )
@@ -121,7 +125,7 @@ async def discover(
         odata_filter = time_filter(stop_at, narrowing) if use_filter and stop_at else narrowing
         try:
             newest, finished = await _read(
-                client, odata_filter, stop_at, newest, store_page, engine, now, stop, done
+                client, odata_filter, stop_at, newest, store_page, database, now, stop, done
             )
         except ListQueryRefusedError as exc:
             if not use_filter or done.pages:
@@ -137,11 +141,11 @@ async def discover(
     done.filtered = use_filter
     if finished and not dry_run:
         if newest is not None and newest != mark:
-            await asyncio.to_thread(store.write_cursor, engine, CURSOR, newest)
+            await database.call(store.write_cursor, engine, CURSOR, newest)
         if done.full:
             # Whatever the whole listing did not show is checked by id (404: deleted).
-            done.unseen = await asyncio.to_thread(store.make_unseen_due, engine, now, now)
-            await asyncio.to_thread(store.write_cursor, engine, FULL_CURSOR, now)
+            done.unseen = await database.call(store.make_unseen_due, engine, now, now)
+            await database.call(store.write_cursor, engine, FULL_CURSOR, now)
     log.info(
         "discovery read %d page(s)%s: %d referrals stored from the listing, %d to fetch by id",
         done.pages,
@@ -158,16 +162,16 @@ async def _read(
     stop_at: datetime | None,
     newest: datetime | None,
     store_page: StorePage,
-    engine: Engine,
+    database: Database,
     now: datetime,
-    stop: asyncio.Event | None,
+    stop: StopRequest | None,
     done: Listing,
 ) -> tuple[datetime | None, bool]:
     """Read pages until the stop point or the end; returns the newest time seen and whether the
     listing ended cleanly (False when a stop request cut it short)."""
     async for page in client.list_referrals(ORDER, odata_filter):
         done.pages += 1
-        outcomes: dict[str, store.Outcome] = {}
+        outcomes: dict[str, FetchResult] = {}
         untrusted: dict[str, str] = {}
         passed = False
         for document in page:
@@ -177,8 +181,8 @@ async def _read(
                 break
             if updated is not None and (newest is None or updated > newest):
                 newest = updated
-            found = listed_outcome(document)
-            if isinstance(found, store.Outcome):
+            found = listed_result(document)
+            if isinstance(found, FetchResult):
                 outcomes[found.id] = found
             elif found is not None:
                 untrusted[found] = SOURCE
@@ -187,7 +191,7 @@ async def _read(
             done.listed += len(outcomes)
         if untrusted:
             done.untrusted += len(untrusted)
-            await asyncio.to_thread(store.track_ids, engine, list(untrusted.items()), now)
+            await database.call(store.track_ids, database.engine, list(untrusted.items()), now)
         if passed:
             return newest, True
         if stop is not None and stop.is_set():

@@ -8,7 +8,7 @@
     ├── ApiUnavailableError       4  the API could not be used at all
     ├── DatabaseError             5  database unreachable or failing
     │   └── SchemaNotAtHeadError  5  migrations not applied: run `referrals-etl db upgrade`
-    ├── LockHeldError            75  another run holds the lock
+    ├── LockHeldError            75  another run holds the lock (or took over this run's lease)
     ├── InterruptedRunError  130/143  SIGINT / SIGTERM, after in-flight work was recorded
     └── ReferralError             1  one referral could not be fetched or stored (never stops a run)
         ├── BadDocumentError         the API answered with something that is not a referral
@@ -19,11 +19,21 @@ Messages say what failed, where, and what to do; they never contain a token or s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from etl.sync import SyncReport
+
 
 class EtlError(Exception):
-    """Base of every error the job raises on purpose."""
+    """Base of every error the job raises on purpose.
+
+    An error that ended a run carries that run's report (``report``): what was done before it,
+    for the summary line and the metrics of a failed run.
+    """
 
     exit_code: int = 1
+    report: SyncReport | None = None
 
 
 class ConfigError(EtlError):

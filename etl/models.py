@@ -392,6 +392,13 @@ class SyncRun(Base):
         comment="requests for one referral by id (retries included)",
     )
     message: Mapped[str | None] = mapped_column(comment="summary or the error that ended the run")
+    lease_name: Mapped[str | None] = mapped_column(
+        Short, comment="the lease (sync_locks.name) the run held; NULL for runs without one"
+    )
+    lease_owner: Mapped[str | None] = mapped_column(
+        String(255),
+        comment="who held it (sync_locks.owner): a takeover of that lease fails only these runs",
+    )
 
 
 class SyncLock(Base):

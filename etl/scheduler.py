@@ -8,14 +8,14 @@ line and the schedule goes on, except for errors no later run can cure (authenti
 not at head, configuration), which stop the scheduler with their exit code.
 
 SIGTERM/SIGINT (or ``stop_event`` in tests): no new runs; the run in progress is asked to stop
-(its ``RunOptions.stop``): it finishes its in-flight requests, commits them, records itself as
-interrupted; then the scheduler shuts down and :func:`run_schedule` returns 0. A second signal
-exits at once (the database is left consistent: every batch is one transaction).
+(its ``RunOptions.stop``, a :class:`~etl.stopping.StopRequest`): it finishes its in-flight
+requests, commits them, records itself as interrupted; then the scheduler shuts down and
+:func:`run_schedule` returns 0. A second signal exits at once (the database is left consistent:
+every batch is one transaction).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -88,22 +88,22 @@ class _Runner:
 
     def run_once(self) -> None:
         """One sync; never raises (APScheduler would log a traceback), records fatal errors."""
-        options = RunOptions(
-            trigger="schedule", transport=self.transport, auth=None, stop=asyncio.Event()
-        )
+        options = RunOptions(trigger="schedule", transport=self.transport)
         with self._lock:  # stop_current() either sees this run or the run sees `stopping`
             if self.stopping.is_set():
                 return
             self._current = options
         engine = None
-        report: SyncReport | None = None
+        report: SyncReport | None = None  # the run's report, also when it raised
         try:
             options.auth = self.auth if self.auth is not None else _build_auth(self.settings)
             engine = db.create_engine_for(self.settings.database.url)
             report = run_sync(self.settings, engine, options)
         except InterruptedRunError as exc:
+            report = exc.report
             log.warning("%s", exc, extra={"outcome": "interrupted"})
         except _FATAL as exc:
+            report = exc.report
             log.error(
                 "scheduled sync failed, stopping the scheduler (exit %d): %s",
                 exc.exit_code,
@@ -113,6 +113,7 @@ class _Runner:
             self.fatal_code = exc.exit_code
             self.stopping.set()
         except EtlError as exc:
+            report = exc.report
             log.error(
                 "scheduled sync failed (exit %d), next run as scheduled: %s",
                 exc.exit_code,
@@ -128,6 +129,7 @@ class _Runner:
                 extra={"outcome": "failed"},
             )
         else:
+            assert report is not None
             log.log(
                 logging.WARNING if report.exit_code else logging.INFO,
                 "scheduled sync %s: %s",
@@ -140,12 +142,11 @@ class _Runner:
                 self._current = None
             if engine is not None:
                 engine.dispose()
-        # A run that raised returns no report; a sync that records it on the options
-        # (``RunOptions.report``) still gets its metrics out: failed runs are the ones to alert on.
-        finished = report if report is not None else getattr(options, "report", None)
-        if finished is not None and self.on_report is not None:
+        # A run that raised carries its report on the error: failed runs get their metrics
+        # out too, they are the ones to alert on.
+        if report is not None and self.on_report is not None:
             try:
-                self.on_report(finished)
+                self.on_report(report)
             except Exception as exc:
                 log.error(
                     "could not report the run: %s: %s", exc.__class__.__name__, _first_line(exc)
@@ -155,11 +156,10 @@ class _Runner:
         """Ask the run in progress (if any) to finish its in-flight work and stop."""
         with self._lock:
             options = self._current
-            if options is None or options.stop is None:
+            if options is None:
                 return
-            if not options.stop_signal:
-                options.stop_signal.append(self.stop_signal)
-            _set_threadsafe(options.stop)
+            name = signal.Signals(self.stop_signal).name
+            options.stop.request(f"{name}: the scheduler is stopping", self.stop_signal)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -171,15 +171,6 @@ def _build_auth(settings: Settings) -> httpx.Auth:
     from etl.auth import build_auth
 
     return build_auth(settings)
-
-
-def _set_threadsafe(event: asyncio.Event) -> None:
-    """Set an asyncio event that belongs to a loop running in another thread."""
-    loop: asyncio.AbstractEventLoop | None = getattr(event, "_loop", None)
-    if loop is not None and loop.is_running():
-        loop.call_soon_threadsafe(event.set)
-    else:
-        event.set()  # nobody awaits it yet: the run polls is_set()
 
 
 def run_schedule(

@@ -1,6 +1,6 @@
 """Writing fetched referrals: dialect-aware upserts, eTag skip, history, tombstones, the ledger.
 
-``write_batch`` stores the outcome of a batch of fetches in ONE transaction: parent rows
+``write_batch`` stores a batch of :class:`etl.results.FetchResult` in ONE transaction: parent rows
 upserted, child rows replaced, a new history version for each changed referral, and the ledger
 (`sync_state`) updated for every id, so a run killed at any instant leaves every referral either
 wholly old or wholly new, never half-written. Unchanged referrals (304, or the same eTag / content
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import secrets
 import socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from etl.config import SyncSettings
 from etl.errors import LockHeldError
 from etl.flatten import FlatReferral, flatten_referral, history_values
 from etl.models import CHILD_TABLES, TABLES
+from etl.results import FetchResult, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +44,6 @@ _IN_CHUNK = 500  # ids per IN (...) list
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(slots=True)
-class Outcome:
-    """One id's fetch result, as the store needs it (built by ``sync`` from a FetchResult)."""
-
-    id: str
-    source: str
-    status: int  # 200, 304, 404, or 0 = failed
-    document: dict[str, Any] | None = None
-    raw: str | None = None
-    etag_header: str | None = None
-    error: str | None = None
-    http_status: int | None = None
-    origin: str = "get"  # where the document was read: "get" (by id) or "list" (a list page)
 
 
 @dataclass(slots=True)
@@ -180,16 +167,20 @@ def _next_after_failure(settings: SyncSettings, failures: int, now: datetime) ->
 
 def write_batch(
     engine: Engine,
-    outcomes: Sequence[Outcome],
+    results: Sequence[FetchResult],
     settings: SyncSettings,
     *,
     run_id: int | None = None,
     run_totals: dict[str, int] | None = None,
     dry_run: bool = False,
 ) -> BatchCounts:
-    """Store a batch of outcomes in one transaction; returns what happened to each kind."""
+    """Store a batch of fetch results in one transaction; returns what happened to each kind.
+
+    Raises SQLAlchemy's errors as they are: the caller (``etl.sync``) decides what a lost
+    connection, a value the database refuses, or a broken schema means for the run.
+    """
     with engine.connect() as conn, conn.begin() as transaction:
-        counts = _write(conn, outcomes, settings)
+        counts = _write(conn, results, settings)
         if run_id is not None and run_totals is not None and not dry_run:
             conn.execute(sa.update(sync_runs).where(sync_runs.c.id == run_id).values(**run_totals))
         if dry_run:
@@ -197,10 +188,10 @@ def write_batch(
     return counts
 
 
-def _write(conn: Connection, outcomes: Sequence[Outcome], settings: SyncSettings) -> BatchCounts:
+def _write(conn: Connection, results: Sequence[FetchResult], settings: SyncSettings) -> BatchCounts:
     now = utcnow()
     counts = BatchCounts()
-    latest: dict[str, Outcome] = {o.id: o for o in outcomes}  # one outcome per id per batch
+    latest: dict[str, FetchResult] = {r.id: r for r in results}  # one result per id per batch
     known = _known(conn, list(latest))
     changed: list[FlatReferral] = []
     origins: dict[str, str] = {}
@@ -210,24 +201,24 @@ def _write(conn: Connection, outcomes: Sequence[Outcome], settings: SyncSettings
     gone: list[str] = []
     ledger: list[dict[str, Any]] = []
 
-    for outcome in latest.values():
-        k = known[outcome.id]
+    for result in latest.values():
+        k = known[result.id]
         state: dict[str, Any] = {
-            "referral_id": outcome.id,
-            "source": outcome.source,
+            "referral_id": result.id,
+            "source": result.source,
             "added_at": now,
             "etag": k.etag,
             "content_hash": k.content_hash,
-            "last_status_code": outcome.http_status or outcome.status,
+            "last_status_code": result.http_status or 0,
             "last_attempt_at": now,
             "last_success_at": now,
             "consecutive_failures": 0,
             "last_error": None,
             "next_attempt_at": None,
         }
-        if outcome.status == 200 and outcome.document is not None:
+        if result.outcome is Outcome.FETCHED and result.document is not None:
             counts.fetched += 1
-            flat = flatten_referral(outcome.document, outcome.etag_header, outcome.raw)
+            flat = flatten_referral(result.document, result.etag, result.raw)
             # A version is its content: the same content from a list page (no eTag) or a GET
             # (with one) is the same version. Rows never hashed (none after migration 0004)
             # fall back to the eTag.
@@ -239,38 +230,38 @@ def _write(conn: Connection, outcomes: Sequence[Outcome], settings: SyncSettings
             state["next_attempt_at"] = _next_after_success(settings, flat.referral["status"], now)
             if k.exists and same:
                 counts.unchanged += 1
-                checked.append(outcome.id)
+                checked.append(result.id)
                 state["content_hash"] = flat.content_hash
                 if flat.etag is not None and flat.etag != k.etag:
                     # Same content under a new (or a first) eTag: keep it for If-None-Match.
                     state["etag"] = flat.etag
-                    new_etags.append({"rid": outcome.id, "new_etag": flat.etag})
+                    new_etags.append({"rid": result.id, "new_etag": flat.etag})
             else:
                 changed.append(flat)
-                origins[outcome.id] = outcome.origin
+                origins[result.id] = result.origin
                 state["etag"], state["content_hash"] = flat.etag, flat.content_hash
                 if k.exists:
                     counts.updated += 1
                 else:
                     counts.created += 1
-                    created.add(outcome.id)
-        elif outcome.status == 304 and k.exists:
+                    created.add(result.id)
+        elif result.outcome is Outcome.NOT_MODIFIED and k.exists:
             counts.fetched += 1
             counts.unchanged += 1
-            checked.append(outcome.id)
+            checked.append(result.id)
             state["next_attempt_at"] = _next_after_success(settings, k.status, now)
-        elif outcome.status == 404:
+        elif result.outcome is Outcome.NOT_FOUND:
             counts.not_found += 1
-            gone.append(outcome.id)
+            gone.append(result.id)
             state["next_attempt_at"] = now + timedelta(seconds=settings.refresh_not_found_after)
         else:
-            error = outcome.error or (
+            error = result.error or (
                 "304 Not Modified for an id that has no stored referral"
-                if outcome.status == 304
-                else f"unexpected status {outcome.status}"
+                if result.outcome is Outcome.NOT_MODIFIED
+                else f"unexpected answer (HTTP {result.http_status})"
             )
             counts.failed += 1
-            counts.failures.append((outcome.id, error))
+            counts.failures.append((result.id, error))
             failures = k.failures + 1
             state.update(
                 last_success_at=None,
@@ -373,22 +364,27 @@ def stored_etags(engine: Engine, ids: Sequence[str]) -> dict[str, str | None]:
     return found
 
 
+def due_page(
+    engine: Engine, now: datetime, after: str = "", size: int = 1000
+) -> list[tuple[str, str]]:
+    """One page of (id, source) of the tracked ids due at ``now``, ids after ``after``."""
+    due = sa.or_(sync_state.c.next_attempt_at <= now, sync_state.c.next_attempt_at.is_(None))
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(sync_state.c.referral_id, sync_state.c.source)
+            .where(due, sync_state.c.referral_id > after)
+            .order_by(sync_state.c.referral_id)
+            .limit(size)
+        ).all()
+    return [(r.referral_id, r.source) for r in rows]
+
+
 def due_pages(engine: Engine, now: datetime, page: int = 1000) -> Iterator[list[tuple[str, str]]]:
     """Pages of (id, source) of every tracked id due at ``now`` (keyset by id: flat memory)."""
     last = ""
-    due = sa.or_(sync_state.c.next_attempt_at <= now, sync_state.c.next_attempt_at.is_(None))
-    while True:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(sync_state.c.referral_id, sync_state.c.source)
-                .where(due, sync_state.c.referral_id > last)
-                .order_by(sync_state.c.referral_id)
-                .limit(page)
-            ).all()
-        if not rows:
-            return
-        yield [(r.referral_id, r.source) for r in rows]
-        last = rows[-1].referral_id
+    while rows := due_page(engine, now, last, page):
+        yield rows
+        last = rows[-1][0]
 
 
 def make_unseen_due(engine: Engine, since: datetime, due: datetime) -> int:
@@ -474,12 +470,21 @@ RUN_COUNTERS = (
 
 
 def start_run(
-    engine: Engine, trigger: str, status: str = "running", message: str | None = None
+    engine: Engine,
+    trigger: str,
+    status: str = "running",
+    message: str | None = None,
+    *,
+    lease: tuple[str, str] | None = None,
 ) -> int:
+    """Record a run; ``lease`` (name, owner) is the lease it holds, so that a takeover of that
+    lease fails this run and no other."""
     now = utcnow()
     with engine.begin() as conn:
         values: dict[str, Any] = dict.fromkeys(RUN_COUNTERS, 0)
         values.update(started_at=now, trigger=trigger, status=status, message=message)
+        if lease is not None:
+            values.update(lease_name=lease[0], lease_owner=lease[1])
         if status != "running":
             values["finished_at"] = now
         result = conn.execute(sa.insert(sync_runs).values(**values))
@@ -502,8 +507,10 @@ def finish_run(
 # Lock ---------------------------------------------------------------------------------------
 
 
-def lock_owner(run_label: str = "") -> str:
-    return f"{socket.gethostname()}:{os.getpid()}{(':' + run_label) if run_label else ''}"[:255]
+def lock_owner() -> str:
+    """This run's name as a lease owner: host, process and a random tag (two runs of one
+    process, such as `schedule`'s, are two owners)."""
+    return f"{socket.gethostname()[:200]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def acquire_lock(engine: Engine, name: str, owner: str, lease_seconds: float) -> None:
@@ -518,20 +525,42 @@ def acquire_lock(engine: Engine, name: str, owner: str, lease_seconds: float) ->
     except sa.exc.IntegrityError:
         pass
     with engine.begin() as conn:
-        taken = conn.execute(
-            sa.update(sync_locks)
-            .where(sync_locks.c.name == name, sync_locks.c.expires_at < now)
-            .values(owner=owner, acquired_at=now, expires_at=expires)
-        ).rowcount
+        expired = conn.execute(
+            sa.select(sync_locks.c.owner).where(
+                sync_locks.c.name == name, sync_locks.c.expires_at < now
+            )
+        ).first()
+        taken = 0
+        if expired is not None:
+            taken = conn.execute(
+                sa.update(sync_locks)
+                .where(
+                    sync_locks.c.name == name,
+                    sync_locks.c.owner == expired.owner,
+                    sync_locks.c.expires_at < now,
+                )
+                .values(owner=owner, acquired_at=now, expires_at=expires)
+            ).rowcount
         if taken == 1:
-            log.warning("took over the %s lock from a run whose lease had expired", name)
+            assert expired is not None
+            log.warning(
+                "took over the %s lock from %s, whose lease had expired", name, expired.owner
+            )
+            # Only the runs that held this lease died with it: other shards' runs live on.
+            # Runs recorded before runs named their lease (lease_name NULL) cannot tell, and
+            # are failed as before (a live one still records its own end when it finishes).
+            held = sa.and_(sync_runs.c.lease_name == name, sync_runs.c.lease_owner == expired.owner)
             conn.execute(
                 sa.update(sync_runs)
-                .where(sync_runs.c.status == "running", sync_runs.c.started_at < now)
+                .where(
+                    sync_runs.c.status == "running",
+                    sa.or_(held, sync_runs.c.lease_name.is_(None)),
+                    sync_runs.c.started_at < now,
+                )
                 .values(
                     status="failed",
                     finished_at=now,
-                    message="the run's process died (its lock lease expired)",
+                    message=f"the run's process died (its {name} lease expired)",
                 )
             )
             return

@@ -1,41 +1,58 @@
 """One run, from ids to committed rows, returning a :class:`SyncReport`. Never prints.
 
-The pipeline::
+The pipeline (:class:`Pipeline`), supervised by one ``asyncio.TaskGroup``::
 
-    ids ──> lookup stored eTags (chunks) ──> N fetch workers ──> writer (one transaction a batch)
+    ids ──> feeder ──work──> N fetchers ──results──> writer (one transaction a batch)
+            (each id once; stored eTags looked up in chunks)
 
-Fetching and writing overlap: the writer runs in a thread while the workers keep fetching, and
-the queues between the stages are bounded, so memory stays flat whatever the number of ids.
+Fetching and writing overlap: the writer's database work runs in a thread while the fetchers
+keep fetching, and the queues between the stages are bounded, so memory stays flat whatever the
+number of ids. When any stage fails, the task group cancels the others, so no stage ever waits
+on one that is gone; when a fetch stage fails, the writer first commits what was already
+fetched. The run ends with its ``sync_runs`` row recorded and its lease released.
+
+Every database call of a run goes through :class:`Database`, in a worker thread, under one
+policy: a lost connection (SQLAlchemy's own disconnect detection, or a connection that cannot be
+opened again) retries the call on a fresh connection for up to ``RECONNECT_FOR`` seconds; a value
+the database refuses (an integrity or data error) fails only the referral that carries it; any
+other database error (a missing table or column, a denied permission, a read-only or full
+database) ends the run: :class:`~etl.errors.DatabaseError`, exit 5, the run recorded `failed`.
+
+Public seams: :func:`run_backfill` / :func:`run_sync` take :class:`RunOptions` (inputs only) and
+return the :class:`SyncReport`; an error that ends a run carries it as ``error.report``. A stop is
+asked through ``RunOptions.stop`` (:class:`~etl.stopping.StopRequest`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
-from etl.client import ClientStats, FetchResult, ReferralsClient
+from etl.client import ClientStats, ReferralsClient
 from etl.config import Settings
-from etl.db import connect_error, require_head
-from etl.errors import DatabaseError, EtlError, InterruptedRunError
+from etl.db import connect_error, failure, require_head
+from etl.errors import DatabaseError, EtlError, InterruptedRunError, LockHeldError
 from etl.ids import TrackedId, in_shard
+from etl.results import FetchResult, Outcome
+from etl.stopping import StopRequest, StopRequested
 
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "sync"
+RECONNECT_FOR = 30.0  # seconds a lost database connection is retried before the run fails
 _LOOKUP_CHUNK = 500
-_DB_RETRIES = 3
-_DONE: Any = object()
+_LEASE_LOST = "the run's lease was taken over by another run"
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 @dataclass
@@ -45,7 +62,7 @@ class SyncReport:
     run_id: int | None = None
     trigger: str = "cli"
     status: str = "running"
-    ids_total: int = 0
+    ids_total: int = 0  # distinct ids: an id given twice is fetched and counted once
     counts: store.BatchCounts = field(default_factory=store.BatchCounts)
     requests: int = 0
     throttled: int = 0
@@ -53,6 +70,7 @@ class SyncReport:
     seconds: float = 0.0
     message: str | None = None
     bad_lines: int = 0
+    duplicates: int = 0  # ids given again after their first time (skipped)
     listed: int = 0  # referrals stored from list pages (changed or not)
     list_requests: int = 0
     get_requests: int = 0
@@ -103,10 +121,13 @@ def _per(value: float | None) -> str:
 
 
 Progress = Callable[[int], None]
+StorePage = Callable[[list[FetchResult]], Awaitable[None]]
 
 
 @dataclass
 class RunOptions:
+    """What a run is asked to do. Inputs only: the outcome is the returned report."""
+
     trigger: str = "cli"
     dry_run: bool = False
     limit: int | None = None
@@ -117,20 +138,16 @@ class RunOptions:
     progress: Progress | None = None
     transport: httpx.AsyncBaseTransport | None = None
     auth: httpx.Auth | None = None
-    stop: asyncio.Event | None = None
-    stop_signal: list[int] = field(default_factory=list)
-    report: SyncReport | None = None  # set by the run: its report, also when the run raises
-
-
-StorePage = Callable[[list[store.Outcome]], Awaitable[Any]]
-Source = Callable[[ReferralsClient, StorePage], AsyncIterator[TrackedId]]
+    # Asked from a signal handler, the scheduler or a lost lease: no new ids are started,
+    # in-flight work is committed, the run is recorded as interrupted.
+    stop: StopRequest = field(default_factory=StopRequest)
 
 
 def run_backfill(
     settings: Settings, engine: Engine, ids: Iterable[TrackedId], options: RunOptions
 ) -> SyncReport:
-    """Fetch every id given, due or not."""
-    return asyncio.run(_run(settings, engine, lambda _client, _store: _aiter(ids), options))
+    """Fetch every id given (each once), due or not."""
+    return asyncio.run(_run(settings, engine, lambda _client, _db, _store: _aiter(ids), options))
 
 
 def run_sync(
@@ -139,12 +156,15 @@ def run_sync(
     options: RunOptions,
     shard: tuple[int, int] | None = None,
 ) -> SyncReport:
-    """Discover (when enabled), then fetch every tracked id that is due (in ``shard``)."""
+    """List-first: store what the listing shows (when ``sync.discover``), then fetch every
+    tracked id that is due (in ``shard``)."""
     return asyncio.run(
         _run(
             settings,
             engine,
-            lambda client, store_page: _due(settings, engine, client, store_page, options, shard),
+            lambda client, database, store_page: _due(
+                settings, database, client, store_page, options, shard
+            ),
             options,
         )
     )
@@ -157,7 +177,7 @@ async def _aiter(ids: Iterable[TrackedId]) -> AsyncIterator[TrackedId]:
 
 async def _due(
     settings: Settings,
-    engine: Engine,
+    database: Database,
     client: ReferralsClient,
     store_page: StorePage,
     options: RunOptions,
@@ -170,99 +190,446 @@ async def _due(
         from etl.discovery import discover
 
         await discover(
-            settings, engine, client, store_page, now, stop=options.stop, dry_run=options.dry_run
+            settings, database, client, store_page, now, stop=options.stop, dry_run=options.dry_run
         )
     # Due as of the run's start: what the listing stored just now is not fetched again.
-    pages = store.due_pages(engine, now)
-    while (page := await asyncio.to_thread(next, pages, None)) is not None:
+    last = ""
+    while page := await database.call(store.due_page, database.engine, now, last):
+        last = page[-1][0]
         for tracked in in_shard((TrackedId(i, s) for i, s in page), shard):
             yield tracked
+
+
+# The database policy -----------------------------------------------------------------------
+
+
+class ValueRefused(Exception):  # noqa: N818 - a signal to the writer, not an error
+    """The database refused a value of the batch (integrity or data error): isolate it."""
+
+    def __init__(self, cause: sa.exc.SQLAlchemyError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """SQLAlchemy's own verdict that the connection is gone, or that none could be opened."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    # Raised while opening a connection (no statement ran): the server is not answering.
+    return exc.statement is None and isinstance(
+        exc, sa.exc.OperationalError | sa.exc.InterfaceError
+    )
+
+
+def refused_value(exc: BaseException) -> bool:
+    """An error caused by one referral's own values, not by the database or its schema."""
+    if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
+        return True
+    # Raised by SQLAlchemy itself while binding a value, before the driver saw the statement.
+    return isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)
+
+
+class Database:
+    """Every database call of a run: in a worker thread (never on the event loop), with the
+    one policy for what an error means (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        reconnect_for: float = RECONNECT_FOR,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.reconnect_for = reconnect_for
+        self._clock = clock
+
+    async def call(
+        self,
+        func: Callable[P, T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``func(*args)`` in a thread; a lost connection is retried on a fresh one until
+        ``reconnect_for`` runs out; refused values raise :class:`ValueRefused`; anything else
+        raises :class:`DatabaseError`."""
+        deadline: float | None = None
+        attempt = 0
+        while True:
+            try:
+                return await asyncio.to_thread(func, *args, **kwargs)
+            except sa.exc.SQLAlchemyError as exc:
+                if refused_value(exc):
+                    raise ValueRefused(exc) from exc
+                if not lost_connection(exc):
+                    raise failure(self.engine, exc) from exc
+                now = self._clock()
+                deadline = now + self.reconnect_for if deadline is None else deadline
+                attempt += 1
+                if now >= deadline:
+                    error = connect_error(self.engine, exc)
+                    raise DatabaseError(
+                        f"{error} (the connection kept failing for {self.reconnect_for:g}s; "
+                        "every committed batch is whole, rerun later)"
+                    ) from exc
+                log.warning(
+                    "database connection lost (%s); retrying on a fresh connection (attempt %d)",
+                    exc.__class__.__name__,
+                    attempt,
+                )
+                await asyncio.sleep(min(0.25 * 2 ** (attempt - 1), 5.0, deadline - now))
+
+
+# The pipeline ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Work:
+    """One id for a fetcher, with the eTag of its stored version."""
+
+    tracked: TrackedId
+    etag: str | None
+
+
+class Pipeline:
+    """feeder -> ``work`` -> fetchers -> ``results`` -> writer, under one task group.
+
+    ``None`` on a queue means "no more". A stage that fails makes the task group cancel the
+    others, so a ``put``/``get`` never waits on a stage that is gone.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        client: ReferralsClient,
+        options: RunOptions,
+        report: SyncReport,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.client = client
+        self.options = options
+        self.report = report
+        self.fetchers = settings.api.concurrency
+        self.batch_size = settings.sync.batch_size
+        self.work: asyncio.Queue[_Work | None] = asyncio.Queue(
+            maxsize=self.fetchers * 4 + _LOOKUP_CHUNK
+        )
+        self.results: asyncio.Queue[FetchResult | None] = asyncio.Queue(maxsize=self.batch_size * 4)
+
+    async def run(self, ids: AsyncIterator[TrackedId]) -> None:
+        """Feed ``ids`` through (a sync's source also stores list pages through
+        :meth:`store_listed` as the feeder reads it)."""
+        fetch_failure: Exception | None = None
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.write(), name="writer")
+            try:
+                async with asyncio.TaskGroup() as fetching:
+                    fetching.create_task(self.feed(ids), name="feeder")
+                    for n in range(self.fetchers):
+                        fetching.create_task(self.fetch(), name=f"fetcher-{n}")
+            except Exception as exc:  # the fetch side failed: commit what it fetched, then raise
+                fetch_failure = exc
+            await self.results.put(None)  # the writer is alive (else this task is cancelled)
+        if fetch_failure is not None:
+            raise fetch_failure
+
+    async def feed(self, ids: AsyncIterator[TrackedId]) -> None:
+        """Each id once (however often it is given), in chunks whose stored eTags are looked
+        up together; stops taking ids on a stop request or at the limit."""
+        seen: set[int] = set()  # 64-bit hashes of the ids given so far: flat enough in memory
+        chunk: list[TrackedId] = []
+        stop, limit = self.options.stop, self.options.limit
+        async for tracked in ids:
+            if stop.is_set() or (limit is not None and len(seen) >= limit):
+                break
+            key = hash(tracked.id)
+            if key in seen:
+                self.report.duplicates += 1
+                continue
+            seen.add(key)
+            chunk.append(tracked)
+            if len(chunk) >= _LOOKUP_CHUNK:
+                await self._dispatch(chunk)
+                chunk = []
+        if chunk and not stop.is_set():
+            await self._dispatch(chunk)
+        for _ in range(self.fetchers):
+            await self.work.put(None)
+
+    async def _dispatch(self, chunk: list[TrackedId]) -> None:
+        ids = [t.id for t in chunk]
+        etags = await self.database.call(store.stored_etags, self.database.engine, ids)
+        self.report.ids_total += len(chunk)
+        for tracked in chunk:
+            await self.work.put(_Work(tracked, etags.get(tracked.id)))
+
+    async def fetch(self) -> None:
+        stop = self.options.stop
+        while (item := await self.work.get()) is not None:
+            if stop.is_set():
+                continue  # drain: queued ids are left for the next run
+            try:
+                result = await self.client.fetch_referral(
+                    item.tracked.id, item.etag, source=item.tracked.source
+                )
+            except StopRequested:
+                continue  # stopped while waiting (backoff, pacing): not fetched, still due
+            await self.results.put(result)
+
+    async def write(self) -> None:
+        while (first := await self.results.get()) is not None:
+            batch = [first]
+            finished = False
+            while len(batch) < self.batch_size:
+                try:
+                    item = self.results.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if item is None:
+                    finished = True
+                    break
+                batch.append(item)
+            await self._store(batch)
+            if finished:
+                return
+
+    async def store_listed(self, batch: list[FetchResult]) -> None:
+        """A list page's referrals, through the same write path as fetched ones."""
+        self.report.ids_total += len(batch)
+        self.report.listed += len(batch)
+        await self._store(batch)
+
+    async def _store(self, batch: list[FetchResult]) -> None:
+        report = self.report
+        _collect(report, self.client.stats)
+        counts = await self._write(batch)
+        report.counts.add(counts)
+        for referral_id, error in counts.failures:
+            log.warning(
+                "referral %s failed: %s",
+                referral_id,
+                error,
+                extra={"run_id": report.run_id, "referral_id": referral_id, "outcome": "failed"},
+            )
+        if self.options.progress is not None:
+            self.options.progress(len(batch))
+
+    async def _write(self, batch: list[FetchResult]) -> store.BatchCounts:
+        """One transaction; a refused value splits the batch until only its referral fails."""
+        try:
+            return await self.database.call(
+                store.write_batch,
+                self.database.engine,
+                batch,
+                self.settings.sync,
+                run_id=self.report.run_id,
+                run_totals=self.report.totals(),
+                dry_run=self.options.dry_run,
+            )
+        except ValueRefused as refused:
+            if len(batch) > 1:
+                log.warning(
+                    "the database refused a value in a batch (%s); writing its referrals one "
+                    "by one",
+                    refused.cause.__class__.__name__,
+                )
+                counts = store.BatchCounts()
+                for result in batch:
+                    counts.add(await self._write([result]))
+                return counts
+            return await self._failed_alone(batch[0], refused.cause)
+
+    async def _failed_alone(
+        self, result: FetchResult, exc: sa.exc.SQLAlchemyError
+    ) -> store.BatchCounts:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()
+        first = reason[0][:300] if reason else exc.__class__.__name__
+        failed = FetchResult(
+            result.id,
+            Outcome.FAILED,
+            result.source,
+            error=f"could not be stored: {first}",
+            http_status=result.http_status,
+            origin=result.origin,
+        )
+        try:
+            return await self.database.call(
+                store.write_batch,
+                self.database.engine,
+                [failed],
+                self.settings.sync,
+                dry_run=self.options.dry_run,
+            )
+        except ValueRefused as again:  # even the failure's bookkeeping is refused: the DB's fault
+            raise failure(self.database.engine, again.cause) from again.cause
+
+
+# The run -----------------------------------------------------------------------------------
 
 
 async def _run(
     settings: Settings,
     engine: Engine,
-    source: Source,
+    source: Callable[[ReferralsClient, Database, StorePage], AsyncIterator[TrackedId]],
     options: RunOptions,
 ) -> SyncReport:
     report = SyncReport(trigger=options.trigger)
-    options.report = report
     started = time.perf_counter()
-    await asyncio.to_thread(_checked_head, engine)
+    database = Database(engine)
+    try:
+        await asyncio.to_thread(_checked_head, engine)
+    except EtlError as exc:
+        exc.report = report
+        raise
+    locking = options.use_lock and not options.dry_run
     owner = store.lock_owner()
-    if options.use_lock and not options.dry_run:
+    lease = (options.lock_name, owner) if locking else None
+    if locking:
         try:
-            await asyncio.to_thread(
+            await database.call(
                 store.acquire_lock, engine, options.lock_name, owner, settings.sync.lock_lease
             )
-        except EtlError:
-            await asyncio.to_thread(
-                store.start_run, engine, options.trigger, "skipped", "another run holds the lock"
-            )
+        except LockHeldError as exc:
+            report.status = "skipped"
+            held = "another run holds the lock"
+            await _quietly(database.call(store.start_run, engine, options.trigger, "skipped", held))
+            exc.report = report
             raise
+        except ValueRefused as exc:
+            raise failure(engine, exc.cause) from exc.cause
+    error: BaseException | None = None
     try:
         if not options.dry_run:
-            report.run_id = await asyncio.to_thread(store.start_run, engine, options.trigger)
-        client = ReferralsClient(settings.api, auth=options.auth, transport=options.transport)
-        heartbeat = asyncio.create_task(_heartbeat(settings, engine, owner, options))
-        try:
-            async with client:
-
-                async def store_page(outcomes: list[store.Outcome]) -> None:
-                    report.ids_total += len(outcomes)
-                    report.listed += len(outcomes)
-                    await _store(settings, engine, client, outcomes, report, options)
-
-                await _pipeline(
-                    settings, engine, client, source(client, store_page), options, report
-                )
-            report.status = "partial" if report.counts.failed else "succeeded"
-            if options.stop_signal:
-                report.status = "interrupted"
-        except BaseException as exc:
-            report.status = (
-                "interrupted"
-                if isinstance(exc, InterruptedRunError | asyncio.CancelledError | KeyboardInterrupt)
-                else "failed"
+            report.run_id = await database.call(
+                store.start_run, engine, options.trigger, lease=lease
             )
-            report.message = str(exc) or exc.__class__.__name__
-            raise
-        finally:
-            heartbeat.cancel()
-            _collect(report, client.stats)
-            report.seconds = time.perf_counter() - started
-            log.info(
-                "run %s %s: %s",
+        client = ReferralsClient(
+            settings.api, auth=options.auth, transport=options.transport, stop=options.stop
+        )
+        async with client:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    beat = group.create_task(
+                        _heartbeat(settings, database, lease, options.stop), name="heartbeat"
+                    )
+                    try:
+                        pipeline = Pipeline(settings, database, client, options, report)
+                        await pipeline.run(source(client, database, pipeline.store_listed))
+                    finally:
+                        beat.cancel()
+            finally:
+                _collect(report, client.stats)
+    except BaseException as exc:
+        error = _unwrap(exc)
+    report.seconds = time.perf_counter() - started
+    report.status, raised = _ending(engine, report, error, options.stop)
+    if report.duplicates:
+        log.info("%d repeated id(s) were fetched once", report.duplicates)
+    log.info(
+        "run %s %s: %s",
+        report.run_id,
+        report.status,
+        report.summary(),
+        extra={
+            "run_id": report.run_id,
+            "outcome": report.status,
+            "duration": round(report.seconds, 3),
+        },
+    )
+    if report.run_id is not None:
+        await _quietly(
+            database.call(
+                store.finish_run,
+                engine,
                 report.run_id,
                 report.status,
-                report.summary(),
-                extra={
-                    "run_id": report.run_id,
-                    "outcome": report.status,
-                    "duration": round(report.seconds, 3),
-                },
+                report.totals(),
+                report.message or report.summary(),
             )
-            if report.run_id is not None:
-                message = report.message or report.summary()
-                with contextlib.suppress(sa.exc.SQLAlchemyError):
-                    await asyncio.to_thread(
-                        store.finish_run,
-                        engine,
-                        report.run_id,
-                        report.status,
-                        report.totals(),
-                        message,
-                    )
-    finally:
-        if options.use_lock and not options.dry_run:
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
-                await asyncio.to_thread(store.release_lock, engine, options.lock_name, owner)
-    if report.status == "interrupted":  # not a stop that came after the run was recorded
-        raise InterruptedRunError(
-            f"interrupted: {report.summary()}; the run is recorded as interrupted",
-            options.stop_signal[0],
         )
+    if lease is not None:
+        await _quietly(database.call(store.release_lock, engine, *lease))
+    if raised is not None:
+        if isinstance(raised, EtlError):
+            raised.report = report
+        raise raised
     return report
+
+
+def _ending(
+    engine: Engine, report: SyncReport, error: BaseException | None, stop: StopRequest
+) -> tuple[str, BaseException | None]:
+    """The run's status and what to raise (None: return the report)."""
+    if isinstance(error, ValueRefused):  # refused outside a batch write: the database's fault
+        error = failure(engine, error.cause)
+    if error is None or isinstance(error, StopRequested):
+        if stop.reason == _LEASE_LOST:
+            report.message = f"{_LEASE_LOST}; stopped after committing in-flight work"
+            return "interrupted", LockHeldError(f"{report.message}: {report.summary()}")
+        if stop.is_set():
+            signum = stop.signum or 15
+            return "interrupted", InterruptedRunError(
+                f"interrupted: {report.summary()}; the run is recorded as interrupted", signum
+            )
+        if error is not None:  # a stop asked without a signal
+            return "interrupted", InterruptedRunError(f"stopped: {error}", 15)
+        return ("partial" if report.counts.failed else "succeeded"), None
+    report.message = _first_line(error)
+    if isinstance(error, KeyboardInterrupt | asyncio.CancelledError):
+        return "interrupted", error
+    if isinstance(error, EtlError):
+        return "failed", error
+    if isinstance(error, Exception):
+        log.error("the run failed unexpectedly", exc_info=error)
+        wrapped = EtlError(f"the run failed unexpectedly: {report.message}")
+        wrapped.__cause__ = error
+        return "failed", wrapped
+    return "failed", error
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The error that ended the run, out of the task groups' exception groups: a cancellation
+    or stop only when nothing else happened, a job error before an unexpected one."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                walk(inner)
+        else:
+            leaves.append(e)
+
+    walk(exc)
+
+    def rank(e: BaseException) -> int:
+        if isinstance(e, KeyboardInterrupt):
+            return 0
+        if isinstance(e, EtlError):
+            return 1
+        if isinstance(e, ValueRefused):
+            return 2
+        if isinstance(e, StopRequested | asyncio.CancelledError):
+            return 4
+        return 3
+
+    return min(leaves, key=rank) if leaves else exc
+
+
+async def _quietly(call: Any) -> None:
+    """Bookkeeping at the end of a run: retried like any call, logged (not raised) if the
+    database stays away: the run's own error, if any, is the one to report."""
+    try:
+        await call
+    except (DatabaseError, ValueRefused) as exc:
+        log.error("could not record the end of the run: %s", _first_line(exc))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:500] if lines else exc.__class__.__name__
 
 
 def _checked_head(engine: Engine) -> None:
@@ -280,217 +647,21 @@ def _collect(report: SyncReport, stats: ClientStats) -> None:
     report.by_status = dict(stats.by_status)
 
 
-async def _heartbeat(settings: Settings, engine: Engine, owner: str, options: RunOptions) -> None:
-    if not options.use_lock or options.dry_run:
+async def _heartbeat(
+    settings: Settings, database: Database, lease: tuple[str, str] | None, stop: StopRequest
+) -> None:
+    """Renew the lease every third of its length; a lease taken over stops the run."""
+    if lease is None:
         return
-    lease = settings.sync.lock_lease
+    seconds = settings.sync.lock_lease
     while True:
-        await asyncio.sleep(max(1.0, lease / 3))
+        await asyncio.sleep(max(1.0, seconds / 3))
         try:
-            kept = await asyncio.to_thread(
-                store.renew_lock, engine, options.lock_name, owner, lease
-            )
-        except sa.exc.SQLAlchemyError as exc:
-            log.warning("could not renew the run lock: %s", exc.__class__.__name__)
+            kept = await database.call(store.renew_lock, database.engine, *lease, seconds)
+        except (DatabaseError, ValueRefused) as exc:
+            log.warning("could not renew the run's lease: %s", _first_line(exc))
             continue
         if not kept:
-            log.error("the run lock was taken over by another run; stopping")
-            if options.stop is not None:
-                options.stop.set()
+            log.error("%s; stopping", _LEASE_LOST)
+            stop.request(_LEASE_LOST)
             return
-
-
-async def _pipeline(
-    settings: Settings,
-    engine: Engine,
-    client: ReferralsClient,
-    ids: Any,
-    options: RunOptions,
-    report: SyncReport,
-) -> None:
-    concurrency = settings.api.concurrency
-    work: asyncio.Queue[Any] = asyncio.Queue(maxsize=concurrency * 4 + _LOOKUP_CHUNK)
-    results: asyncio.Queue[Any] = asyncio.Queue(maxsize=settings.sync.batch_size * 4)
-    stop = options.stop or asyncio.Event()
-
-    async def feed() -> None:
-        chunk: list[TrackedId] = []
-        seen = 0
-        async for tracked in ids:
-            if stop.is_set() or (options.limit is not None and seen >= options.limit):
-                break
-            seen += 1
-            chunk.append(tracked)
-            if len(chunk) >= _LOOKUP_CHUNK:
-                await _dispatch(chunk)
-                chunk = []
-        if chunk and not stop.is_set():
-            await _dispatch(chunk)
-        for _ in range(concurrency):
-            await work.put(_DONE)
-
-    async def _dispatch(chunk: list[TrackedId]) -> None:
-        etags = await _with_db_retries(engine, store.stored_etags, engine, [t.id for t in chunk])
-        report.ids_total += len(chunk)
-        for tracked in chunk:
-            await work.put((tracked, etags.get(tracked.id)))
-
-    async def fetch() -> None:
-        while True:
-            item = await work.get()
-            if item is _DONE:
-                return
-            if stop.is_set():
-                continue  # drain: in-flight requests finish, queued ids are left for next run
-            tracked, etag = item
-            result = await client.fetch_referral(tracked.id, etag)
-            await results.put((tracked, result))
-
-    async def write() -> None:
-        while True:
-            first = await results.get()
-            if first is _DONE:
-                return
-            batch = [first]
-            finished = False
-            while len(batch) < settings.sync.batch_size:
-                try:
-                    item = results.get_nowait()
-                except asyncio.QueueEmpty:
-                    break
-                if item is _DONE:
-                    finished = True
-                    break
-                batch.append(item)
-            await _write(batch)
-            if finished:
-                return
-
-    async def _write(batch: list[tuple[TrackedId, FetchResult]]) -> None:
-        outcomes = [_outcome(t, r) for t, r in batch]
-        await _store(settings, engine, client, outcomes, report, options)
-
-    writer = asyncio.create_task(write())
-    workers = [asyncio.create_task(fetch()) for _ in range(concurrency)]
-    feeder = asyncio.create_task(feed())
-    try:
-        await asyncio.gather(feeder, *workers)
-    except BaseException:
-        for task in (feeder, *workers):
-            task.cancel()
-        await results.put(_DONE)
-        with contextlib.suppress(Exception):
-            await writer  # commit what was fetched before the error
-        raise
-    await results.put(_DONE)
-    await writer
-
-
-async def _store(
-    settings: Settings,
-    engine: Engine,
-    client: ReferralsClient,
-    outcomes: list[store.Outcome],
-    report: SyncReport,
-    options: RunOptions,
-) -> None:
-    """The one write path: a batch of fetched or listed referrals, in one transaction."""
-    _collect(report, client.stats)
-    counts = await _write_with_retries(settings, engine, outcomes, report, options)
-    report.counts.add(counts)
-    for referral_id, error in counts.failures:
-        log.warning(
-            "referral %s failed: %s",
-            referral_id,
-            error,
-            extra={"run_id": report.run_id, "referral_id": referral_id, "outcome": "failed"},
-        )
-    if options.progress is not None:
-        options.progress(len(outcomes))
-
-
-async def _with_db_retries(engine: Engine, func: Callable[..., T], *args: Any) -> T:
-    """Run a database call in a thread; a lost connection is retried on a fresh one."""
-    for attempt in range(1, _DB_RETRIES + 1):
-        try:
-            return await asyncio.to_thread(func, *args)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            if not _is_disconnect(exc) or attempt == _DB_RETRIES:
-                raise connect_error(engine, exc) from exc
-            log.warning("database connection lost (attempt %d); retrying", attempt)
-            await asyncio.sleep(0.5 * attempt)
-    raise AssertionError("unreachable")
-
-
-def _outcome(tracked: TrackedId, result: FetchResult) -> store.Outcome:
-    return store.Outcome(
-        id=result.id,
-        source=tracked.source,
-        status=result.status,
-        document=result.document,
-        raw=result.raw,
-        etag_header=result.etag_header,
-        error=result.error,
-        http_status=result.http_status,
-    )
-
-
-async def _write_with_retries(
-    settings: Settings,
-    engine: Engine,
-    outcomes: list[store.Outcome],
-    report: SyncReport,
-    options: RunOptions,
-) -> store.BatchCounts:
-    """Write a batch; on a lost connection retry on a fresh one; isolate a bad referral."""
-    for attempt in range(1, _DB_RETRIES + 1):
-        totals = report.totals()
-        try:
-            return await asyncio.to_thread(
-                store.write_batch,
-                engine,
-                outcomes,
-                settings.sync,
-                run_id=report.run_id,
-                run_totals=totals,
-                dry_run=options.dry_run,
-            )
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            if _is_disconnect(exc):
-                log.warning("database connection lost (attempt %d); retrying the batch", attempt)
-                await asyncio.sleep(0.5 * attempt)
-                continue
-            raise connect_error(engine, exc) from exc
-        except (sa.exc.IntegrityError, sa.exc.DataError, sa.exc.StatementError) as exc:
-            if len(outcomes) == 1:
-                return _failed_alone(settings, engine, outcomes[0], exc, options)
-            log.warning(
-                "a batch failed (%s); writing its referrals one by one", exc.__class__.__name__
-            )
-            counts = store.BatchCounts()
-            for outcome in outcomes:
-                counts.add(await _write_with_retries(settings, engine, [outcome], report, options))
-            return counts
-    raise DatabaseError(
-        f"database {engine.url.render_as_string(hide_password=True)}: the connection kept "
-        f"failing ({_DB_RETRIES} attempts); every committed referral is whole, rerun later"
-    )
-
-
-def _is_disconnect(exc: sa.exc.DBAPIError) -> bool:
-    return bool(exc.connection_invalidated) or "connection" in str(exc.orig).lower()
-
-
-def _failed_alone(
-    settings: Settings, engine: Engine, outcome: store.Outcome, exc: Exception, options: RunOptions
-) -> store.BatchCounts:
-    reason = str(getattr(exc, "orig", exc)).splitlines()[0][:300]
-    failed = store.Outcome(
-        id=outcome.id,
-        source=outcome.source,
-        status=0,
-        error=f"could not be stored: {reason}",
-        http_status=outcome.http_status,
-        origin=outcome.origin,
-    )
-    return store.write_batch(engine, [failed], settings.sync, dry_run=options.dry_run)

@@ -1,7 +1,7 @@
 """A version is its content: content_hash for every stored referral; run cost columns.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-02 01:20:00.000000
 
 Until now ``sync_state.content_hash`` was written only for documents that came without an eTag,
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

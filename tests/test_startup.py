@@ -1,0 +1,85 @@
+"""Fast start: what each command imports before it does anything (not how long it takes).
+
+``--help`` loads no SQLAlchemy, Alembic, aiohttp, httpx or MSAL; ``status`` and ``db current``
+load SQLAlchemy (they query) but never Alembic or the HTTP and sign-in stacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from etl import db
+
+HEAVY = ("sqlalchemy", "alembic", "aiohttp", "httpx", "msal", "httpx_aiohttp", "apscheduler")
+NETWORK = ("alembic", "aiohttp", "httpx", "msal", "httpx_aiohttp")
+
+_PROBE = """
+import json, sys
+from etl.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    code = exc.code
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def _loaded(args: list[str], env: dict[str, str] | None = None) -> tuple[int, set[str]]:
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    return int(found["code"] or 0), {m.split(".")[0] for m in found["modules"]}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["sync", "--help"],
+        ["backfill", "--help"],
+        ["status", "--help"],
+        ["schedule", "--help"],
+        ["db", "--help"],
+        ["db", "upgrade", "--help"],
+        ["auth", "login", "--help"],
+        ["sandbox", "--help"],
+    ],
+)
+def test_help_loads_none_of_the_heavy_libraries(args: list[str]) -> None:
+    code, modules = _loaded(args)
+    assert code == 0
+    assert sorted(modules & set(HEAVY)) == []
+
+
+def test_status_and_db_current_load_no_alembic_or_http(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    engine = db.create_engine_for(url)
+    db.upgrade(engine)
+    engine.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRALS_ETL_")}
+    env["REFERRALS_ETL_DATABASE_URL"] = url
+    for args in (["status"], ["db", "current"]):
+        code, modules = _loaded(args, env)
+        assert code == 0, args
+        assert "sqlalchemy" in modules  # they do query the database
+        assert sorted(modules & set(NETWORK)) == [], args
+
+
+def test_the_head_revision_read_from_the_scripts_is_alembics() -> None:
+    from alembic.script import ScriptDirectory
+
+    from etl.db import _alembic_config
+
+    expected = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert db.head_revision() == expected

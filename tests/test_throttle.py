@@ -1,0 +1,103 @@
+"""The throttle's AIMD arithmetic on a fake clock: halve on a 429, climb back additively."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from etl.client import Throttle
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _succeed(throttle: Throttle, clock: Clock, n: int, every: float) -> None:
+    for _ in range(n):
+        clock.now += every
+        throttle.succeeded()
+
+
+def test_a_429_halves_the_concurrency_and_sets_the_rate_below_what_was_observed() -> None:
+    clock = Clock()
+    throttle = Throttle(concurrency=16, max_rps=0, clock=clock)
+    assert (throttle.limit, throttle.rate) == (16.0, 0)
+    _succeed(throttle, clock, 200, every=0.01)  # 100 requests a second
+    pause = throttle.throttled(retry_after=2.0, attempt=1)
+    assert pause == 2.0
+    assert throttle.limit == 8.0
+    assert throttle.rate == pytest.approx(0.9 * 100, rel=0.02)
+
+
+def test_429s_inside_one_pause_count_once() -> None:
+    clock = Clock()
+    throttle = Throttle(concurrency=16, max_rps=0, clock=clock)
+    _succeed(throttle, clock, 100, every=0.01)
+    throttle.throttled(retry_after=5.0, attempt=1)
+    rate, limit = throttle.rate, throttle.limit
+    clock.now += 1.0
+    throttle.throttled(retry_after=1.0, attempt=1)  # ends before the pause already set
+    assert (throttle.rate, throttle.limit) == (rate, limit)
+
+
+def test_the_limit_climbs_back_additively_and_never_past_the_configured_concurrency() -> None:
+    clock = Clock()
+    throttle = Throttle(concurrency=8, max_rps=0, clock=clock)
+    throttle.limit = 1.0
+    _succeed(throttle, clock, 1, every=0.1)
+    assert throttle.limit == 2.0  # +1/limit per success: about +1 per round trip
+    _succeed(throttle, clock, 3, every=0.1)
+    assert 2.0 < throttle.limit < 4.0
+    _succeed(throttle, clock, 500, every=0.1)
+    assert throttle.limit == 8.0
+
+
+def test_the_rate_climbs_fast_to_97_percent_of_the_throttled_rate_then_slowly() -> None:
+    clock = Clock()
+    throttle = Throttle(concurrency=16, max_rps=0, clock=clock)
+    _succeed(throttle, clock, 200, every=0.01)
+    throttle.throttled(retry_after=0.0, attempt=1)
+    ceiling = 100.0
+    start = throttle.rate
+    assert start == pytest.approx(0.9 * ceiling, rel=0.02)
+    _succeed(throttle, clock, 100, every=0.011)
+    assert throttle.rate == pytest.approx(start + 100 * 0.01)  # 0.01 per success below 97%
+    while throttle.rate < 0.97 * throttle._ceiling:
+        _succeed(throttle, clock, 1, every=0.011)
+    near = throttle.rate
+    _succeed(throttle, clock, 100, every=0.011)
+    assert throttle.rate == pytest.approx(near + 100 * 0.001)  # ten times slower past 97%
+
+
+def test_a_configured_cap_is_never_exceeded() -> None:
+    clock = Clock()
+    throttle = Throttle(concurrency=4, max_rps=10, clock=clock)
+    _succeed(throttle, clock, 1000, every=0.1)
+    assert throttle.rate == 10
+
+
+def test_without_retry_after_the_pause_is_a_jittered_exponential_backoff() -> None:
+    clock = Clock()
+    throttle = Throttle(concurrency=4, max_rps=0, clock=clock)
+    pauses = [throttle.throttled(retry_after=None, attempt=attempt) for attempt in (1, 4, 20)]
+    assert 0 <= pauses[0] <= 0.5 and 0 <= pauses[1] <= 4.0 and 0 <= pauses[2] <= 30.0
+
+
+def test_acquire_passes_at_once_when_not_paced_and_counts_in_flight() -> None:
+    clock = Clock()
+    throttle = Throttle(concurrency=2, max_rps=0, clock=clock)
+
+    async def main() -> int:
+        await throttle.acquire()
+        await throttle.acquire()
+        held = throttle.in_flight
+        await throttle.release()
+        await throttle.release()
+        return held
+
+    assert asyncio.run(main()) == 2 and throttle.in_flight == 0
