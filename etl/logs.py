@@ -1,7 +1,9 @@
 """Logging set-up: readable text, or one JSON object per line with stable field names.
 
 JSON fields: ``ts``, ``level``, ``logger``, ``message``, and when known ``run_id``,
-``referral_id``, ``outcome``, ``duration``, ``request_id`` (passed as ``extra=``).
+``referral_id``, ``outcome``, ``duration``, ``request_id`` (passed as ``extra=``); the line that
+ends a run adds its cost: ``requests``, ``list_requests``, ``get_requests``, ``stored`` (referrals
+created or updated) and ``requests_per_stored``.
 A filter masks anything that looks like a bearer token or JWT, as a last line of defence.
 """
 
@@ -14,7 +16,21 @@ import sys
 from datetime import UTC, datetime
 from typing import IO
 
-FIELDS = ("run_id", "referral_id", "outcome", "duration", "request_id", "status_code", "event")
+FIELDS = (
+    "run_id",
+    "referral_id",
+    "outcome",
+    "duration",
+    "request_id",
+    "status_code",
+    "event",
+    # the run's end: its cost
+    "requests",
+    "list_requests",
+    "get_requests",
+    "stored",
+    "requests_per_stored",
+)
 _SECRETISH = re.compile(
     r"(Bearer\s+)[A-Za-z0-9._~+/=-]{8,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9._-]+", re.IGNORECASE
 )

@@ -537,6 +537,11 @@ async def _run(
             "run_id": report.run_id,
             "outcome": report.status,
             "duration": round(report.seconds, 3),
+            "requests": report.requests,
+            "list_requests": report.list_requests,
+            "get_requests": report.get_requests,
+            "stored": report.stored,
+            "requests_per_stored": report.requests_per_stored,
         },
     )
     if report.run_id is not None:

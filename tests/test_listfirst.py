@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 import pytest
 from conftest import rows_of, settings_for, sync
 from sqlalchemy.engine import Engine
 
-from etl.sandbox import Sandbox
+from etl.sandbox import Sandbox, ServerThread
 from etl.sync import SyncReport
 
 
@@ -157,3 +162,52 @@ def test_a_second_full_listing_does_not_ask_again_for_known_deleted_ids(
     assert _sync(sqlite_engine, box, full_listing_every=1e-6).counts.not_found == 2
     again = _sync(sqlite_engine, box, full_listing_every=1e-6)
     assert (again.list_requests, again.get_requests) == (2, 0)
+
+
+def test_the_cost_of_a_run_is_visible_everywhere(sqlite_engine: Engine, tmp_path: Path) -> None:
+    """Summary line, JSON run line, metrics file, sync_runs and `status` all show list pages,
+    GETs and requests per referral stored (the CLI as a subprocess, the sandbox over TCP)."""
+    box = Sandbox(count=450, seed=50)
+    box.faults.accepted_tokens = {"tok-cost"}
+    box.faults.partial_listed_ids = {box.ids[7]}  # one GET by id
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRALS_ETL_")}
+    with ServerThread(box) as server:
+        env.update(
+            REFERRALS_ETL_API_BASE_URL=server.base_url,
+            REFERRALS_ETL_AUTH_MODE="access_token",
+            REFERRALS_ETL_AUTH_ACCESS_TOKEN="tok-cost",
+            REFERRALS_ETL_DATABASE_URL=sqlite_engine.url.render_as_string(hide_password=False),
+            PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+        )
+
+        def etl(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "etl", *args],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        ran = etl("--log-format", "json", "-v", "sync", "--metrics-file", "m.prom")
+        status = etl("status")
+    assert ran.returncode == 0, ran.stderr
+    assert "6 requests (5 list pages, 1 by id; 0 throttled; 0.013 per referral stored)" in (
+        ran.stdout
+    )
+    [line] = [
+        e
+        for e in map(json.loads, ran.stderr.splitlines())
+        if e.get("outcome") == "succeeded" and "run_id" in e
+    ]
+    assert (line["requests"], line["list_requests"], line["get_requests"]) == (6, 5, 1)
+    assert (line["stored"], line["requests_per_stored"]) == (450, 0.013)
+    metrics = (tmp_path / "m.prom").read_text("utf-8")
+    assert 'referrals_etl_run_requests_by_endpoint{endpoint="list"} 5.0' in metrics
+    assert 'referrals_etl_run_requests_by_endpoint{endpoint="get"} 1.0' in metrics
+    assert "referrals_etl_run_requests_per_stored_referral 0.013" in metrics
+    [run] = rows_of(sqlite_engine, "sync_runs")
+    assert (run["requests"], run["list_requests"], run["get_requests"]) == (6, 5, 1)
+    assert status.returncode == 0, status.stderr
+    assert "requests 6 (list 5, by id 1, throttled 0; 0.013 per referral stored)" in status.stdout
