@@ -13,7 +13,8 @@ fetched. The run ends with its ``sync_runs`` row recorded and its lease released
 
 Every database call of a run goes through :class:`Database`, in a worker thread, under one
 policy: a lost connection (SQLAlchemy's own disconnect detection, or a connection that cannot be
-opened again) retries the call on a fresh connection for up to ``RECONNECT_FOR`` seconds; a value
+opened again) retries the call on a fresh connection for up to ``RECONNECT_FOR`` seconds, and so
+does a transaction the server rolled back to break a deadlock (two shards writing at once); a value
 the database refuses (an integrity or data error) fails only the referral that carries it; any
 other database error (a missing table or column, a denied permission, a read-only or full
 database) ends the run: :class:`~etl.errors.DatabaseError`, exit 5, the run recorded `failed`.
@@ -223,6 +224,22 @@ def lost_connection(exc: BaseException) -> bool:
     )
 
 
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+_TRANSIENT_MYSQL = frozenset({1205, 1213})  # lock wait timeout, deadlock
+
+
+def rolled_back(exc: BaseException) -> bool:
+    """The server rolled the transaction back to break a deadlock or a serialization
+    conflict (two shards writing at once): the same batch, retried, goes through."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        return True
+    args: tuple[Any, ...] = getattr(orig, "args", ())
+    return bool(args) and isinstance(args[0], int) and args[0] in _TRANSIENT_MYSQL
+
+
 def refused_value(exc: BaseException) -> bool:
     """An error caused by one referral's own values, not by the database or its schema."""
     if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
@@ -262,7 +279,7 @@ class Database:
             except sa.exc.SQLAlchemyError as exc:
                 if refused_value(exc):
                     raise ValueRefused(exc) from exc
-                if not lost_connection(exc):
+                if not (lost_connection(exc) or rolled_back(exc)):
                     raise failure(self.engine, exc) from exc
                 now = self._clock()
                 deadline = now + self.reconnect_for if deadline is None else deadline
@@ -274,7 +291,10 @@ class Database:
                         "every committed batch is whole, rerun later)"
                     ) from exc
                 log.warning(
-                    "database connection lost (%s); retrying on a fresh connection (attempt %d)",
+                    "%s (%s); retrying on a fresh connection (attempt %d)",
+                    "transaction rolled back by the server"
+                    if rolled_back(exc)
+                    else "database connection lost",
                     exc.__class__.__name__,
                     attempt,
                 )
@@ -499,7 +519,12 @@ async def _run(
             exc.report = report
             raise
         except ValueRefused as exc:
-            raise failure(engine, exc.cause) from exc.cause
+            refused = failure(engine, exc.cause)
+            refused.report = report
+            raise refused from exc.cause
+        except EtlError as exc:
+            exc.report = report
+            raise
     error: BaseException | None = None
     try:
         if not options.dry_run:
@@ -570,6 +595,8 @@ def _ending(
     """The run's status and what to raise (None: return the report)."""
     if isinstance(error, ValueRefused):  # refused outside a batch write: the database's fault
         error = failure(engine, error.cause)
+    elif isinstance(error, sa.exc.SQLAlchemyError):  # a call made outside ``Database`` (discovery)
+        error = failure(engine, error)
     if error is None or isinstance(error, StopRequested):
         if stop.reason == _LEASE_LOST:
             report.message = f"{_LEASE_LOST}; stopped after committing in-flight work"

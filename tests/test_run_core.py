@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import TOKEN, backfill, make_engine, rows_of
+from conftest import TOKEN, backfill, make_engine, rows_of, settings_for
 from sqlalchemy.engine import Engine
 
 from etl import store
@@ -187,4 +187,231 @@ def test_a_writer_that_dies_mid_run_ends_it_with_exit_5(
     assert run["status"] == "failed" and run["finished_at"] is not None
     assert rows_of(engine, "sync_locks") == []
     assert [r for r in rows_of(engine, "sync_state") if r["consecutive_failures"]] == []
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_refusing_connections_for_10s_mid_backfill(
+    database_urls: dict[str, Any], tmp_path: Path
+) -> None:
+    """The scratch database refuses every connection for 10 s in the middle of an 8,000-id
+    backfill (its sessions killed too): the run ends by itself, riding the outage out or with
+    exit 5, its lease is released, and the next run completes."""
+    from conftest import POSTGRES_URL
+
+    from etl import db
+
+    engine = make_engine("postgres", database_urls, tmp_path)
+    name = engine.url.database
+    assert name is not None and name.startswith("etl_test_")  # never `test` itself
+    box = Sandbox(count=8000, seed=25)
+    box.faults.accepted_tokens = {TOKEN}
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(box.ids) + "\n")
+    admin = db.create_engine_for(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+
+    def allow(flag: bool) -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(flag).lower()}'))
+            if not flag:
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": name},
+                )
+
+    with ServerThread(box) as server:
+        env = _env(engine.url.render_as_string(hide_password=False), server.base_url)
+        env["REFERRALS_ETL_SYNC_BATCH_SIZE"] = "50"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "etl", "backfill", str(ids_file)],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while _stored(engine) < 2000 and process.poll() is None:
+                assert time.monotonic() < deadline, "the backfill made no progress"
+                time.sleep(0.05)
+            engine.dispose()
+            assert process.poll() is None, "the backfill ended before the outage"
+            allow(False)
+            time.sleep(10)
+            allow(True)
+            try:
+                _out, err = process.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                pytest.fail("the run did not end by itself after the outage")
+        finally:
+            allow(True)
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode in (0, 5), err
+        assert rows_of(engine, "sync_locks") == []
+        [run] = rows_of(engine, "sync_runs")
+        assert run["status"] == ("succeeded" if process.returncode == 0 else "failed")
+        again = subprocess.run(
+            [sys.executable, "-m", "etl", "backfill", str(ids_file)],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=300,
+        )
+    assert again.returncode == 0, again.stderr
+    assert _stored(engine) == 8000
+    assert rows_of(engine, "sync_locks") == []
+    admin.dispose()
+    engine.dispose()
+
+
+def test_a_stop_ends_a_long_retry_after_wait_at_once(sqlite_engine: Engine) -> None:
+    """Every worker waits out a 10-minute Retry-After; a stop request ends the wait, the run is
+    recorded as interrupted and its lease released (no wait outlives a stop)."""
+    import httpx
+
+    from etl.auth import BearerAuth, StaticTokenProvider
+    from etl.errors import InterruptedRunError
+    from etl.ids import TrackedId
+    from etl.sync import RunOptions, run_backfill
+
+    asked = threading.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.set()
+        return httpx.Response(429, headers={"Retry-After": "600"})
+
+    options = RunOptions(
+        transport=httpx.MockTransport(handler), auth=BearerAuth(StaticTokenProvider("t"))
+    )
+    ids = [TrackedId(f"id-{n}", "file") for n in range(50)]
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = run_backfill(
+                settings_for(sqlite_engine), sqlite_engine, ids, options
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert asked.wait(30)
+    options.stop.request("SIGTERM", 15)
+    thread.join(30)  # a deadline against a hang, not a measured duration
+    assert not thread.is_alive(), "the run kept waiting after the stop request"
+    error = outcome.get("error")
+    assert isinstance(error, InterruptedRunError) and error.exit_code == 143
+    assert error.report is not None and error.report.status == "interrupted"
+    [run_row] = rows_of(sqlite_engine, "sync_runs")
+    assert run_row["status"] == "interrupted"
+    assert rows_of(sqlite_engine, "sync_locks") == []
+
+
+def test_a_run_whose_lease_is_taken_over_stops_and_exits_75(sqlite_engine: Engine) -> None:
+    """Another run took this run's lease (it looked dead): this run stops taking ids, commits
+    what it fetched, is recorded interrupted and exits 75."""
+    import asyncio
+
+    import httpx
+
+    from etl.auth import BearerAuth, StaticTokenProvider
+    from etl.errors import LockHeldError
+    from etl.ids import TrackedId
+    from etl.sync import RunOptions, run_backfill
+
+    box = Sandbox(count=300, seed=26)
+    inner = box.transport()
+    answered = threading.Event()
+    count = [0]
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.02)
+        count[0] += 1
+        if count[0] >= 20:
+            answered.set()
+        return await inner.handle_async_request(request)
+
+    box.faults.accepted_tokens = {TOKEN}
+    options = RunOptions(
+        transport=httpx.MockTransport(slow), auth=BearerAuth(StaticTokenProvider(TOKEN))
+    )
+    settings = settings_for(sqlite_engine, api={"concurrency": 2}, sync={"lock_lease": 3.0})
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["report"] = run_backfill(
+                settings, sqlite_engine, (TrackedId(i, "file") for i in box.ids), options
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert answered.wait(30)
+    with sqlite_engine.begin() as conn:  # another run takes the lease over
+        conn.execute(sa.update(store.sync_locks).values(owner="thief:1:x"))
+    thread.join(60)  # a deadline against a hang, not a measured duration
+    assert not thread.is_alive()
+    error = outcome.get("error")
+    assert isinstance(error, LockHeldError) and error.exit_code == 75, outcome
+    assert "lease was taken over" in str(error)
+    [run_row] = rows_of(sqlite_engine, "sync_runs")
+    assert run_row["status"] == "interrupted"
+    stored = len(rows_of(sqlite_engine, "referrals"))
+    assert 0 < stored < 300 and run_row["created"] == stored
+    assert [r["owner"] for r in rows_of(sqlite_engine, "sync_locks")] == ["thief:1:x"]
+
+
+@pytest.mark.parametrize(
+    "dialect",
+    [
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ],
+)
+def test_a_deadlock_between_two_writers_is_retried_not_fatal(
+    database_urls: dict[str, Any], tmp_path: Path, dialect: str
+) -> None:
+    """Two writers lock two rows in opposite orders; the server aborts one to break the
+    deadlock; the policy retries that transaction and both end committed."""
+    import asyncio
+
+    from etl.sync import Database
+
+    engine = make_engine(dialect, database_urls, tmp_path)
+    runs = [store.start_run(engine, "cli"), store.start_run(engine, "cli")]
+    barrier = threading.Barrier(2, timeout=30)
+    first_try = {"a": True, "b": True}
+
+    def write(name: str, order: list[int]) -> str:
+        with engine.begin() as conn:
+            for n, run_id in enumerate(order):
+                conn.execute(
+                    sa.update(store.sync_runs)
+                    .where(store.sync_runs.c.id == run_id)
+                    .values(message=f"{name} {n}")
+                )
+                if n == 0 and first_try[name]:
+                    first_try[name] = False
+                    barrier.wait()  # both hold their first row: each now waits for the other
+        return name
+
+    async def both() -> list[str]:
+        database = Database(engine)
+        return list(
+            await asyncio.gather(
+                database.call(write, "a", runs), database.call(write, "b", runs[::-1])
+            )
+        )
+
+    assert asyncio.run(both()) == ["a", "b"]
+    messages = {r["message"] for r in rows_of(engine, "sync_runs")}
+    assert messages <= {"a 0", "a 1", "b 0", "b 1"} and len(messages) == 2
     engine.dispose()
