@@ -5,6 +5,10 @@ The pipeline (:class:`Pipeline`), supervised by one ``asyncio.TaskGroup``::
     ids ──> feeder ──work──> N fetchers ──results──> writer (one transaction a batch)
             (each id once; stored eTags looked up in chunks)
 
+A ``sync`` is list-first: its feeder first runs discovery (:mod:`etl.discovery`), which stores
+each list page through the same write path (:meth:`Pipeline.store_listed`), and then feeds only
+the ids that are due. A ``backfill`` feeds the ids it is given.
+
 Fetching and writing overlap: the writer's database work runs in a thread while the fetchers
 keep fetching, and the queues between the stages are bounded, so memory stays flat whatever the
 number of ids. When any stage fails, the task group cancels the others, so no stage ever waits
