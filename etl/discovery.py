@@ -24,8 +24,9 @@ The first run (no mark) reads everything.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -52,7 +53,7 @@ SOURCE = "discovery"
 # trusted as complete and is fetched by id instead.
 REQUIRED = ("id", "status", "updatedDateTime")
 
-StorePage = Callable[[list[FetchResult]], Awaitable[Any]]
+StorePage = Callable[[list[FetchResult]], Coroutine[Any, Any, Any]]
 
 
 @dataclass
@@ -168,32 +169,61 @@ async def _read(
     done: Listing,
 ) -> tuple[datetime | None, bool]:
     """Read pages until the stop point or the end; returns the newest time seen and whether the
-    listing ended cleanly (False when a stop request cut it short)."""
-    async for page in client.list_referrals(ORDER, odata_filter):
-        done.pages += 1
-        outcomes: dict[str, FetchResult] = {}
-        untrusted: dict[str, str] = {}
-        passed = False
-        for document in page:
-            updated = parse_time(document.get("updatedDateTime"))
-            if stop_at is not None and updated is not None and updated < stop_at:
-                passed = True
+    listing ended cleanly (False when a stop request cut it short).
+
+    A page is written while the next one is requested (one write at a time, in order, each its
+    own transaction): the listing's latency and the database's time overlap.
+    """
+    writing: asyncio.Task[Any] | None = None
+    finished = True
+    try:
+        async for page in client.list_referrals(ORDER, odata_filter):
+            done.pages += 1
+            outcomes: dict[str, FetchResult] = {}
+            untrusted: dict[str, str] = {}
+            passed = False
+            for document in page:
+                updated = parse_time(document.get("updatedDateTime"))
+                if stop_at is not None and updated is not None and updated < stop_at:
+                    passed = True
+                    break
+                if updated is not None and (newest is None or updated > newest):
+                    newest = updated
+                found = listed_result(document)
+                if isinstance(found, FetchResult):
+                    outcomes[found.id] = found
+                elif found is not None:
+                    untrusted[found] = SOURCE
+            if writing is not None:
+                await writing  # the previous page is committed before this one starts
+                writing = None
+            if outcomes:
+                writing = asyncio.create_task(store_page(list(outcomes.values())))
+                done.listed += len(outcomes)
+            if untrusted:
+                done.untrusted += len(untrusted)
+                await database.call(store.track_ids, database.engine, list(untrusted.items()), now)
+            if passed:
                 break
-            if updated is not None and (newest is None or updated > newest):
-                newest = updated
-            found = listed_result(document)
-            if isinstance(found, FetchResult):
-                outcomes[found.id] = found
-            elif found is not None:
-                untrusted[found] = SOURCE
-        if outcomes:
-            await store_page(list(outcomes.values()))
-            done.listed += len(outcomes)
-        if untrusted:
-            done.untrusted += len(untrusted)
-            await database.call(store.track_ids, database.engine, list(untrusted.items()), now)
-        if passed:
-            return newest, True
-        if stop is not None and stop.is_set():
-            return newest, False
-    return newest, True
+            if stop is not None and stop.is_set():
+                finished = False
+                break
+        if writing is not None:
+            await writing
+            writing = None
+    finally:
+        if writing is not None:  # the listing failed: let the page being written end first
+            await _settle(writing)
+    return newest, finished
+
+
+async def _settle(task: asyncio.Task[Any]) -> None:
+    """Wait for ``task`` to end without raising its error (the listing's error is the one to
+    report); a cancellation of the waiter cancels it too."""
+    try:
+        await asyncio.wait([task])
+    except BaseException:
+        task.cancel()
+        raise
+    if not task.cancelled():
+        task.exception()  # retrieved: its transaction rolled back whole, nothing to add

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -126,7 +126,7 @@ def _per(value: float | None) -> str:
 
 
 Progress = Callable[[int], None]
-StorePage = Callable[[list[FetchResult]], Awaitable[None]]
+StorePage = Callable[[list[FetchResult]], Coroutine[Any, Any, None]]
 
 
 @dataclass

@@ -10,12 +10,14 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+import httpx
 import pytest
-from conftest import rows_of, settings_for, sync
+from conftest import options_for, rows_of, settings_for, sync
 from sqlalchemy.engine import Engine
 
+from etl.errors import ApiUnavailableError
 from etl.sandbox import Sandbox, ServerThread
-from etl.sync import SyncReport
+from etl.sync import SyncReport, run_sync
 
 
 def _lists(box: Sandbox) -> list[dict[str, str]]:
@@ -211,3 +213,35 @@ def test_the_cost_of_a_run_is_visible_everywhere(sqlite_engine: Engine, tmp_path
     assert (run["requests"], run["list_requests"], run["get_requests"]) == (6, 5, 1)
     assert status.returncode == 0, status.stderr
     assert "requests 6 (list 5, by id 1, throttled 0; 0.013 per referral stored)" in status.stdout
+
+
+class _ListFailsAfter(httpx.AsyncBaseTransport):
+    """The sandbox, except that list requests after the first ``pages`` answer 503."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, pages: int) -> None:
+        self.inner, self.pages, self.seen = inner, pages, 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/engagements/referrals"):
+            self.seen += 1
+            if self.seen > self.pages:
+                return httpx.Response(503, json={"error": {"code": "ServiceUnavailable"}})
+        return await self.inner.handle_async_request(request)
+
+
+def test_a_listing_that_fails_midway_keeps_whole_pages_and_does_not_move_the_mark(
+    sqlite_engine: Engine,
+) -> None:
+    box = Sandbox(count=500, seed=51)
+    settings = settings_for(sqlite_engine, sync={"discover": True}, api={"max_attempts": 2})
+    options = options_for(box)
+    options.transport = _ListFailsAfter(box.transport(), pages=2)
+    with pytest.raises(ApiUnavailableError) as failed:
+        run_sync(settings, sqlite_engine, options)
+    assert failed.value.exit_code == 4
+    assert len(rows_of(sqlite_engine, "referrals")) == 200  # the two pages read, whole
+    assert rows_of(sqlite_engine, "sync_cursors") == []  # the mark did not move
+    assert rows_of(sqlite_engine, "sync_runs")[0]["status"] == "failed"
+    again = _sync(sqlite_engine, box)
+    assert (again.counts.created, again.counts.unchanged) == (300, 200)
+    assert len(rows_of(sqlite_engine, "referral_history")) == 500
