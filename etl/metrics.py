@@ -13,7 +13,7 @@ stable names under the ``referrals_etl_`` prefix:
                                                       id)
 ``referrals_etl_run_requests_per_stored_referral``    requests per referral created or updated (left
                                                       out when none was)
-``referrals_etl_run_ids``                             ids the run set out to fetch
+``referrals_etl_run_ids``                             distinct ids the run handled (listed or by id)
 ``referrals_etl_run_duration_seconds``                how long the run took
 ``referrals_etl_last_run_status{status}``             1 for the run's status, 0 for the others
 ``referrals_etl_last_run_timestamp_seconds``          when the run ended (Unix time)
@@ -102,9 +102,11 @@ def build_registry(
             "Requests of the last run per referral it created or updated.",
             registry=registry,
         ).set(report.requests_per_stored)
-    Gauge(PREFIX + "run_ids", "Ids the last run set out to fetch.", registry=registry).set(
-        report.ids_total
-    )
+    Gauge(
+        PREFIX + "run_ids",
+        "Distinct ids the last run handled (read from a list page or by id).",
+        registry=registry,
+    ).set(report.ids_total)
     Gauge(
         PREFIX + "run_duration_seconds", "Duration of the last run in seconds.", registry=registry
     ).set(report.seconds)

@@ -361,9 +361,11 @@ class SyncRun(Base):
         String(16), comment="running, succeeded, partial, failed, interrupted, skipped"
     )
     ids_total: Mapped[int] = mapped_column(
-        Integer, default=0, comment="ids the run set out to fetch"
+        Integer, default=0, comment="distinct ids the run handled: read from a list page or by id"
     )
-    fetched: Mapped[int] = mapped_column(Integer, default=0, comment="ids answered 200 or 304")
+    fetched: Mapped[int] = mapped_column(
+        Integer, default=0, comment="ids read from a list page or answered 200 or 304 by id"
+    )
     unchanged: Mapped[int] = mapped_column(
         Integer, default=0, comment="ids whose content had not changed"
     )

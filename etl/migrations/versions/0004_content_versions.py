@@ -72,6 +72,22 @@ _COMMENTS: list[tuple[str, str, Any, bool, str, str]] = [
         "what identifies a version: SHA-256 of the stored document's canonical JSON without "
         "eTag and @odata.* fields, the same from a list page or a GET",
     ),
+    (
+        "sync_runs",
+        "ids_total",
+        sa.Integer(),
+        False,
+        "ids the run set out to fetch",
+        "distinct ids the run handled: read from a list page or by id",
+    ),
+    (
+        "sync_runs",
+        "fetched",
+        sa.Integer(),
+        False,
+        "ids answered 200 or 304",
+        "ids read from a list page or answered 200 or 304 by id",
+    ),
 ]
 
 
