@@ -322,8 +322,9 @@ class WebhookSettings:
         default=30.0,
         metadata=_key(
             "lease of the worker's run lock ('webhook'); after a crash the next worker waits "
-            "at most this long",
+            "at most this long (at least 3s, as sync.lock_lease)",
             duration=True,
+            min=3,
         ),
     )
 

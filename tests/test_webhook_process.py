@@ -89,7 +89,7 @@ def test_an_event_acknowledged_before_sigkill_is_stored_after_restart(
             "REFERRALS_ETL_SYNC_DISCOVER": "false",
             "REFERRALS_ETL_WEBHOOK_CA_BUNDLE": str(ca_file),
             "REFERRALS_ETL_WEBHOOK_CERTIFICATE_HOSTS": certs.host,
-            "REFERRALS_ETL_WEBHOOK_LOCK_LEASE": "2s",
+            "REFERRALS_ETL_WEBHOOK_LOCK_LEASE": "3s",
             "REFERRALS_ETL_WEBHOOK_POLL_INTERVAL": "1s",
         }
         body = event_body(rid)
