@@ -5,7 +5,6 @@ Only click and the job's light modules are imported here (``--help`` stays fast)
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,7 +14,6 @@ import click
 from etl.config import Settings, load_settings
 from etl.logs import json_line, setup_logging
 
-log = logging.getLogger("etl.cli")
 F = TypeVar("F", bound=Callable[..., Any])
 VERBOSITY = [0]  # -v count, kept beyond the click context for the error handler
 JSON_LOGS = [False]  # --log-format json: the final error line is a JSON log line too
