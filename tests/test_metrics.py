@@ -49,10 +49,10 @@ def one(samples: Samples, name: str) -> float:
 def test_metrics_file_after_a_backfill_holds_what_the_run_did(
     sqlite_engine: Engine, tmp_path: Path
 ) -> None:
-    """The file holds the run's counts by outcome, requests by status code, ids, duration, last
-    status and last success time.
+    """The metrics file tells what the run did, and a second run over it tells its own story.
 
-    A second run over the same file then counts its 304s there.
+    Counts by outcome, requests by status code, ids, duration, last status and last success
+    time; then the second run's 304s.
     """
     box = Sandbox(count=12, seed=11)
     broken = box.ids[0]

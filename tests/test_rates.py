@@ -137,8 +137,10 @@ def test_loading_again_replaces_only_the_keys_it_holds(cli_engine: Engine, tmp_p
 
 
 def test_reporting_values_match_a_hand_computation(cli_engine: Engine, tmp_path: Path) -> None:
-    """Rates from a file, referrals in four currencies: the views convert with the rate valid
-    at the right time and give NULL, never a guess, where no rate exists."""
+    """The views convert deal values with the rate valid at the time, NULL where none exists.
+
+    Rates from a file, referrals in four currencies: never a guess where no rate exists.
+    """
     now = datetime.now(UTC)
     closed = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
     path = tmp_path / "rates.csv"
