@@ -85,7 +85,7 @@ def test_one_backfill_of_closed_referrals_gives_their_timeline_from_the_document
         }
         for column, (start, end) in spans.items():
             want = _days(start, end) if start and end else None
-            assert _number(row[column]) == want, (row["referral_id"], column)
+            assert want == _number(row[column]), (row["referral_id"], column)
         if created and accepted and closed_at and created < accepted < closed_at:
             full += 1
             assert row["days_created_to_accepted"] > 0

@@ -78,7 +78,7 @@ def test_a_file_with_one_bad_line_loads_nothing(
     assert "nothing was loaded" in err
     assert "Traceback" not in err
     assert ":2:" not in err
-    assert _rates(cli_engine) == before  # not even the good lines of the bad file
+    assert before == _rates(cli_engine)  # not even the good lines of the bad file
 
 
 def test_every_kind_of_bad_line_is_reported_with_its_number(tmp_path: Path) -> None:
@@ -224,7 +224,7 @@ def test_reporting_values_match_a_hand_computation(cli_engine: Engine, tmp_path:
         "open-none": None,
         "won-usd": Decimal("876.5001"),  # 1000.0001 * 0.8765: the overview uses today's rate
     }
-    assert {k: dec(v) for k, v in overview.items()} == expected
+    assert expected == {k: dec(v) for k, v in overview.items()}
     assert {k: (dec(r), dec(v)) for k, (r, v) in pipeline.items()} == {
         "open-usd": (Decimal("0.8765"), Decimal("1082.0987")),
         "open-sek": (Decimal("0.0871234567"), Decimal("21780.9513")),

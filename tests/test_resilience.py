@@ -298,7 +298,7 @@ def test_a_rerun_after_sigkills_equals_an_uninterrupted_run(
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert _content(killed) == expected
+    assert expected == _content(killed)
     statuses = [r["status"] for r in rows_of(killed, "sync_runs")]
     assert statuses[-1] == "succeeded"
     assert statuses.count("failed") >= 1

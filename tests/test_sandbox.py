@@ -329,7 +329,7 @@ def test_filters_select_exactly_the_matching_referrals() -> None:
     for text, pred in cases:
         expected = expect(pred)
         assert expected, text
-        assert listed(text) == expected, text
+        assert expected == listed(text), text
 
 
 @pytest.mark.parametrize(

@@ -85,4 +85,4 @@ def test_the_head_revision_read_from_the_scripts_is_alembics() -> None:
     from etl.db import _alembic_config
 
     expected = ScriptDirectory.from_config(_alembic_config()).get_current_head()
-    assert db.head_revision() == expected
+    assert expected == db.head_revision()
