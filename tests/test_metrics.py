@@ -342,7 +342,7 @@ def _cli(monkeypatch: pytest.MonkeyPatch, engine: Engine, server: ServerThread, 
     return exited.value.code
 
 
-def test_each_shard_and_the_sync_push_to_a_pushgateway_group_of_their_own(
+def test_every_shard_pushes_to_a_pushgateway_group_of_its_own(
     sqlite_engine: Engine,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
