@@ -24,7 +24,7 @@ def test_first_line_is_cut_at_its_limit() -> None:
     assert len(first_line(ValueError("x" * 1000))) == 300
 
 
-def test_the_first_signal_calls_first_and_every_later_one_calls_again() -> None:
+def test_a_second_stop_signal_gets_the_again_handler() -> None:
     """SIGTERM then SIGINT: ``first`` for the first, ``again`` for the second."""
     calls: list[tuple[str, int]] = []
     restore = on_stop_signals(
