@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from etl.errors import ConfigError, InvalidIdError
-from etl.ids import BadLine, TrackedId, canonical_id, in_shard, parse_shard, read_ids, read_ids_from
+from etl.ids import (
+    BadLine,
+    TrackedId,
+    canonical_id,
+    in_shard,
+    parse_shard,
+    read_ids,
+    read_ids_from,
+    shard_of,
+)
 
 GUID = "c5fbb3b6-be74-4795-9fb5-4324c73fed37"
 
@@ -237,6 +246,7 @@ def _write_big(path: Path, head: str, fill: str, size: int, tail: str) -> None:
         fh.write(tail)
 
 
+@pytest.mark.slow  # writes and reads 200 MB in a subprocess: left out of `make mutation`
 def test_a_100_mb_id_line_and_a_100_mb_event_stay_under_150_mb(tmp_path: Path) -> None:
     """Memory, not time: the line and the element are never held whole."""
     lines = tmp_path / "ids.txt"
@@ -256,3 +266,302 @@ def test_a_100_mb_id_line_and_a_100_mb_event_stay_under_150_mb(tmp_path: Path) -
 def test_line_numbers_count_the_blank_lines_before_the_first_id() -> None:
     ids, bad = _read("\n" * 70_000 + "a1\nnot/an/id\n")
     assert ids == ["a1"] and [b.line for b in bad] == [70_002]
+
+
+# --- Id validation. ----------------------------------------------------------------------------
+
+
+def test_a_guid_in_upper_case_is_lower_cased() -> None:
+    assert canonical_id(GUID.upper()) == GUID
+
+
+def test_a_non_guid_id_in_upper_case_is_kept_as_written() -> None:
+    assert canonical_id("ABC-DEF_1") == "ABC-DEF_1"
+
+
+@pytest.mark.parametrize(
+    "almost",
+    [
+        GUID.upper()[:-1],  # one hex digit short
+        GUID.upper() + "A",  # one too many
+        GUID.upper().replace("-", "_"),
+        "G" + GUID.upper()[1:],  # not hex
+    ],
+)
+def test_an_upper_case_id_shaped_almost_like_a_guid_is_kept_as_written(almost: str) -> None:
+    assert canonical_id(almost) == almost
+
+
+@pytest.mark.parametrize("valid", ["a", "7", "a_", "A-", "x" * 64, "_".join(["a"] * 32)])
+def test_one_to_64_letters_digits_dashes_and_underscores_starting_alphanumeric_is_an_id(
+    valid: str,
+) -> None:
+    assert canonical_id(valid) == valid
+
+
+@pytest.mark.parametrize("bad", ["", "_a", "a\n", "\na"])
+def test_an_empty_id_one_starting_with_underscore_or_with_a_newline_is_rejected(bad: str) -> None:
+    with pytest.raises(InvalidIdError):
+        canonical_id(bad)
+
+
+def test_a_rejected_id_of_80_characters_is_shown_whole() -> None:
+    text = "/" * 80
+    with pytest.raises(InvalidIdError) as caught:
+        canonical_id(text)
+    assert str(caught.value) == (
+        f"not a referral id: {text!r} (expected a GUID or 1-64 letters, digits, - or _)"
+    )
+
+
+def test_a_rejected_id_over_80_characters_is_shown_cut_to_77_and_an_ellipsis() -> None:
+    with pytest.raises(InvalidIdError) as caught:
+        canonical_id("/" * 81)
+    assert str(caught.value) == (
+        f"not a referral id: {'/' * 77 + '...'!r} (expected a GUID or 1-64 letters, digits, - or _)"
+    )
+
+
+# --- Shards. -----------------------------------------------------------------------------------
+
+
+def test_the_shard_of_an_id_is_pinned_across_releases() -> None:
+    """blake2b, 8 bytes, big-endian, modulo N: changing it would move ids between running shards."""
+    assert [shard_of(GUID, 1000), shard_of("abc-1", 1000), shard_of("abc-1", 7)] == [276, 664, 4]
+
+
+def test_without_a_shard_every_id_is_kept() -> None:
+    ids = [TrackedId(f"id-{i}", "file") for i in range(5)]
+    assert list(in_shard(ids, None)) == ids
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("0/1", (0, 1)), (" 3 / 4 ", (3, 4)), ("10/12", (10, 12))]
+)
+def test_a_shard_is_i_of_n_with_i_below_n(text: str, expected: tuple[int, int]) -> None:
+    assert parse_shard(text) == expected
+
+
+@pytest.mark.parametrize("text", ["1/1", "-1/2", "1/0", "0/", "/2", "1/2/3", "a1/2"])
+def test_a_shard_outside_0_to_n_minus_1_or_not_i_of_n_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_shard(text)
+    assert str(caught.value) == (f"--shard must be I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
+
+
+# --- Id files: lines, comments, quotes, encodings, errors. ------------------------------------
+
+
+def test_a_file_starting_with_a_blank_line_is_read_as_id_lines() -> None:
+    assert _read("\nabc-1\nabc-2\n") == (["abc-1", "abc-2"], [])
+
+
+def test_a_bad_line_after_leading_blank_lines_has_its_line_number_in_the_file() -> None:
+    _, bad = _read("\n \n\t\nabc-1\nnot/an/id\n")
+    assert [b.line for b in bad] == [5]
+
+
+def test_a_file_of_only_blank_lines_has_no_ids() -> None:
+    assert _read("\n  \n\t\r\n") == ([], [])
+
+
+def test_an_empty_file_has_no_ids() -> None:
+    assert _read("") == ([], [])
+
+
+def test_a_comment_line_is_skipped() -> None:
+    assert _read("# a1\n  # b2\nc3\n") == (["c3"], [])
+
+
+def test_a_comment_after_an_id_and_a_space_is_skipped() -> None:
+    assert _read("a1 # the first\na2  # the second\n") == (["a1", "a2"], [])
+
+
+def test_a_hash_without_a_space_before_it_is_part_of_the_line() -> None:
+    assert [b.line for b in _read("a1#b\n")[1]] == [1]
+
+
+def test_an_id_in_quotes_with_spaces_inside_them_is_read() -> None:
+    assert _read("\" a1 \"\n' b2'\n") == (["a1", "b2"], [])
+
+
+def test_only_a_pair_of_quotes_is_a_blank_line() -> None:
+    assert _read("\"\"\n''\na1\n") == (["a1"], [])
+
+
+def test_ids_are_tracked_as_coming_from_a_file() -> None:
+    got = list(read_ids_from(io.StringIO("a1\n"), "ids.txt", lambda b: None))
+    assert got == [TrackedId("a1", "file")]
+
+
+def test_a_bad_line_is_shown_as_source_line_and_reason() -> None:
+    assert str(BadLine("ids.txt", 3, "why")) == "ids.txt:3: why"
+
+
+def test_an_id_line_of_exactly_the_limit_is_read() -> None:
+    from etl.ids import MAX_LINE_CHARS
+
+    line = "a" * 60 + " " * (MAX_LINE_CHARS - 60)
+    assert _read(f"{line}\nb2\n") == (["a" * 60, "b2"], [])
+
+
+def test_an_id_line_one_over_the_limit_is_rejected() -> None:
+    from etl.ids import MAX_LINE_CHARS
+
+    line = "a" * 60 + " " * (MAX_LINE_CHARS + 1 - 60)
+    _, bad = _read(f"{line}\nb2\n")
+    assert [(b.line, b.reason) for b in bad] == [
+        (1, f"line longer than {MAX_LINE_CHARS} characters")
+    ]
+
+
+def test_ids_across_the_first_read_are_all_read_with_their_line_numbers() -> None:
+    """The first 64 KiB are read ahead to tell the kind of file; lines across it stay whole."""
+    lines = [f"id-{i:05}" for i in range(20_000)]  # 9 characters and a newline each
+    lines[6_553] = "bad/line"  # bytes 65,530 to 65,539: across the first read
+    ids, bad = _read("\n".join(lines) + "\n")
+    assert ids == lines[:6_553] + lines[6_554:]
+    assert [b.line for b in bad] == [6_554]
+
+
+def test_a_file_with_invalid_utf8_has_that_line_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_bytes(b"a1\nb\xff2\nc3\n")
+    bad: list[BadLine] = []
+    got = [t.id for t in read_ids(str(path), bad.append)]
+    assert (got, [b.line for b in bad]) == (["a1", "c3"], [2])
+
+
+def test_a_missing_id_file_is_a_one_line_config_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        read_ids("/nonexistent/ids.txt", lambda b: None)
+    assert (
+        str(caught.value) == "/nonexistent/ids.txt: cannot read id file (No such file or directory)"
+    )
+
+
+def test_stdin_bytes_are_read_as_utf8_with_invalid_bytes_rejecting_their_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stdin = io.TextIOWrapper(
+        io.BytesIO("a1\nb\xff2\nc\u00e9\n".encode("latin-1")), encoding="ascii"
+    )
+    monkeypatch.setattr("sys.stdin", stdin)
+    bad: list[BadLine] = []
+    got = [t.id for t in read_ids("-", bad.append)]
+    assert (got, [(b.source, b.line) for b in bad]) == (["a1"], [("<stdin>", 2), ("<stdin>", 3)])
+
+
+def test_stdin_without_a_byte_buffer_is_read_as_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("a1\nb2\n"))
+    assert [t.id for t in read_ids("-", lambda b: None)] == ["a1", "b2"]
+
+
+class _Failing(io.StringIO):
+    """A stream that fails like a disk or a pipe can: after ``good`` characters."""
+
+    def __init__(self, text: str, error: Exception) -> None:
+        super().__init__(text)
+        self.error = error
+
+    def read(self, size: int | None = -1) -> str:
+        if self.tell() >= len(self.getvalue()):
+            raise self.error
+        return super().read(size)
+
+    def readline(self, size: int | None = -1) -> str:
+        if self.tell() >= len(self.getvalue()):
+            raise self.error
+        return super().readline(size)
+
+
+@pytest.mark.parametrize(
+    ("error", "why"),
+    [
+        (OSError(5, "Input/output error"), "Input/output error"),
+        (ValueError("I/O operation on closed file"), "I/O operation on closed file"),
+        (OSError(), "OSError"),
+    ],
+)
+def test_a_stream_that_fails_while_reading_is_a_one_line_config_error(
+    error: Exception, why: str
+) -> None:
+    stream = _Failing("a1\n" * 30_000, error)  # more than the first read
+    with pytest.raises(ConfigError) as caught:
+        list(read_ids_from(stream, "ids.txt", lambda b: None))
+    assert str(caught.value) == f"ids.txt: cannot read ({why})"
+
+
+def test_a_stream_that_fails_at_once_is_a_one_line_config_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        list(read_ids_from(_Failing("", OSError(5, "Input/output error")), "x", lambda b: None))
+    assert str(caught.value) == "x: cannot read (Input/output error)"
+
+
+# --- Webhook events as JSON lines. -------------------------------------------------------------
+
+
+def test_webhook_event_lines_with_blank_and_broken_lines_give_the_good_ids() -> None:
+    text = f"{_event('a1')}\n\n   \n{{broken\n# a comment\n{_event('b2')}\n"
+    assert _read(text)[0] == ["a1", "b2"]
+
+
+def test_a_broken_webhook_event_line_is_reported_with_its_line_number() -> None:
+    text = f"{_event('a1')}\n\n   \n{{broken\n# a comment\n{_event('b2')}\n"
+    assert [(b.line, b.reason) for b in _read(text)[1]] == [(4, "not a JSON webhook event")]
+
+
+def test_webhook_event_lines_after_leading_blank_lines_keep_their_line_numbers() -> None:
+    _, bad = _read(f"\n\n{_event('a1')}\n{{}}\n")
+    assert [(b.line, b.reason) for b in bad] == [(4, "webhook event without a ResourceUri")]
+
+
+def test_ids_from_webhook_events_are_tracked_as_coming_from_a_webhook() -> None:
+    got = list(read_ids_from(io.StringIO(_event("a1")), "e.jsonl", lambda b: None))
+    assert got == [TrackedId("a1", "webhook")]
+
+
+def test_a_webhook_event_line_over_the_limit_is_rejected_and_the_next_read() -> None:
+    from etl.ids import MAX_EVENT_CHARS
+
+    huge = '{"ResourceUri": "https://h/referrals/big", "pad": "' + "p" * MAX_EVENT_CHARS + '"}'
+    ids, bad = _read(f"{_event('a1')}\n{huge}\n{_event('b2')}\n")
+    assert (ids, [(b.line, b.reason) for b in bad]) == (
+        ["a1", "b2"],
+        [(2, f"webhook event longer than {MAX_EVENT_CHARS} characters")],
+    )
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("https://h/referrals/a1", "a1"),
+        ("https://h/referrals/a1/", "a1"),
+        ("  https://h/referrals/a1  ", "a1"),
+        ("https://h/referrals/a1?expand=x/y", "a1"),
+        (f"https://h/referrals/{GUID.upper()}", GUID),
+        ("a1", "a1"),
+    ],
+)
+def test_the_id_of_a_webhook_event_is_the_last_segment_of_its_resource_uri(
+    uri: str, expected: str
+) -> None:
+    assert _read(json.dumps({"ResourceUri": uri}))[0] == [expected]
+
+
+@pytest.mark.parametrize("uri", [None, 42, "", "   ", ["https://h/referrals/a1"]])
+def test_a_webhook_event_without_a_resource_uri_string_is_reported(uri: object) -> None:
+    _, bad = _read(f"{_event('a1')}\n{json.dumps({'ResourceUri': uri})}\n")
+    assert [(b.line, b.reason) for b in bad] == [(2, "webhook event without a ResourceUri")]
+
+
+def test_a_webhook_event_line_that_is_not_an_object_is_reported() -> None:
+    _, bad = _read(f"{_event('a1')}\n[1]\n")
+    assert [(b.line, b.reason) for b in bad] == [(2, "webhook event without a ResourceUri")]
+
+
+def test_a_webhook_event_whose_uri_ends_in_no_valid_id_is_reported_with_the_reason() -> None:
+    _, bad = _read(json.dumps({"ResourceUri": "https://h/referrals/a.b"}))
+    assert [b.reason for b in bad] == [
+        "webhook event: not a referral id: 'a.b' (expected a GUID or 1-64 letters, digits, - or _)"
+    ]
