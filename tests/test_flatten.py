@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -12,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl.errors import BadDocumentError
-from etl.flatten import RawJson, content_hash, flatten_referral, history_values, parse_time
+from etl.flatten import (
+    RawJson,
+    content_hash,
+    decode_document,
+    flatten_referral,
+    history_values,
+    parse_time,
+)
 
 scalars = st.one_of(
     st.none(),
@@ -691,3 +700,71 @@ def test_the_earliest_instant_every_database_holds_is_kept() -> None:
 def test_the_latest_instant_every_database_holds_is_kept() -> None:
     expected = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
     assert expected == parse_time("9999-12-31T23:59:59.999999Z")
+
+
+@pytest.fixture
+def tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The machine's local time zone is UTC+9 for the test."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("tokyo")
+def test_a_timestamp_without_an_offset_is_utc_whatever_the_machines_time_zone() -> None:
+    assert datetime(2020, 1, 1, 12, tzinfo=UTC) == parse_time("2020-01-01T12:00:00")
+
+
+def test_a_timestamp_with_an_offset_comes_back_in_utc() -> None:
+    parsed = parse_time("2020-01-01T12:00:00+02:00")
+    assert parsed is not None
+    assert parsed.tzinfo is UTC
+
+
+# --- Decoding an answer's bytes. ---------------------------------------------------------------
+
+
+def test_invalid_utf8_after_a_byte_order_mark_is_named_utf8() -> None:
+    with pytest.raises(BadDocumentError, match=r"^the body is not valid UTF-8 \(byte "):
+        decode_document(b'\xef\xbb\xbf{"a": "\xff"}')
+
+
+def test_a_second_byte_order_mark_is_ignored() -> None:
+    assert decode_document(b'\xef\xbb\xbf\xef\xbb\xbf{"a": 1}') == ({"a": 1}, '{"a": 1}')
+
+
+def test_a_lone_surrogate_as_the_whole_body_is_replaced() -> None:
+    assert decode_document(b'"\\ud800"') == ("\ufffd", None)
+
+
+def test_a_lone_surrogate_in_nested_arrays_and_objects_is_replaced() -> None:
+    body = b'[["\\ud800"], {"a": [{"b": "\\udfff"}]}]'
+    assert decode_document(body) == ([["\ufffd"], {"a": [{"b": "\ufffd"}]}], None)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    body = b'{"a": "' + b"[{" * 40 + b'"}'
+    assert decode_document(body)[0] == {"a": "[{" * 40}
+
+
+def _nested(levels: int) -> bytes:
+    """``levels`` containers, objects and arrays in turn, around a 1."""
+    opening = "".join('{"k":' if i % 2 == 0 else "[" for i in range(levels))
+    closing = "".join("}" if i % 2 == 0 else "]" for i in reversed(range(levels)))
+    return f"{opening}1{closing}".encode()
+
+
+def test_objects_and_arrays_nested_31_deep_are_read() -> None:
+    assert decode_document(_nested(31))[0] is not None
+
+
+def test_objects_and_arrays_nested_32_deep_are_refused() -> None:
+    with pytest.raises(BadDocumentError, match=r"^the body is nested more than 31 levels deep$"):
+        decode_document(_nested(32))
+
+
+def test_31_levels_beside_more_brackets_are_read() -> None:
+    body = b'{"a": ' + b"[" * 30 + b"]" * 30 + b', "b": [], "c": {}}'
+    assert decode_document(body)[0]["b"] == []
