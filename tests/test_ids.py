@@ -565,3 +565,178 @@ def test_a_webhook_event_whose_uri_ends_in_no_valid_id_is_reported_with_the_reas
     assert [b.reason for b in bad] == [
         "webhook event: not a referral id: 'a.b' (expected a GUID or 1-64 letters, digits, - or _)"
     ]
+
+
+# --- Webhook events as a JSON array, read in pieces (the streaming path). ---------------------
+
+
+def _read_array(text: str) -> tuple[list[str], list[tuple[int, str]]]:
+    ids, bad = _read(text)
+    return ids, [(b.line, b.reason) for b in bad]
+
+
+def test_an_event_array_spread_over_many_lines_and_reads_gives_every_id() -> None:
+    """Pretty-printed, 300 KB: elements cross the 64 KiB reads."""
+    events = [
+        {"ResourceUri": f"https://h/referrals/id-{i}", "n": [i, {"x": "]}"}]} for i in range(3_000)
+    ]
+    assert _read_array(json.dumps(events, indent=4)) == ([f"id-{i}" for i in range(3_000)], [])
+
+
+def test_a_broken_event_far_down_a_many_line_array_has_its_line_number() -> None:
+    events = [json.dumps({"ResourceUri": f"https://h/referrals/id-{i}"}) for i in range(10_000)]
+    events[9_000] = '{"ResourceUri":\n nope}'
+    _, bad = _read_array("[\n" + ",\n".join(events) + "\n]")
+    assert bad == [(9_003, "malformed webhook event (Expecting value)")]
+
+
+@pytest.mark.parametrize("escape", ["\\u0061", '\\"', "\\\\"])
+@pytest.mark.parametrize("offset", range(-6, 1))
+def test_an_escape_across_two_64_kib_reads_is_kept_whole(escape: str, offset: int) -> None:
+    head = '[{"ResourceUri": "https://h/referrals/a1", "pad": "'
+    pad = "p" * (65_536 + offset - len(head))  # the escape starts -offset before the cut
+    assert _read_array(f'{head}{pad}{escape}"}}, {_event("b2")}]') == (["a1", "b2"], [])
+
+
+def test_an_escaped_quote_in_a_string_does_not_end_it() -> None:
+    text = '[{"note": "say \\"]}\\" twice", "ResourceUri": "https://h/referrals/a1"}]'
+    assert _read_array(text) == (["a1"], [])
+
+
+def test_brackets_and_commas_inside_strings_are_text() -> None:
+    text = '[{"note": "[,{]}", "ResourceUri": "https://h/referrals/a1"}, ' + _event("b2") + "]"
+    assert _read_array(text) == (["a1", "b2"], [])
+
+
+def test_nested_objects_and_arrays_in_an_event_are_kept() -> None:
+    text = '[{"a": [{"b": [1, [2]]}, {}], "ResourceUri": "https://h/referrals/a1"}]'
+    assert _read_array(text) == (["a1"], [])
+
+
+@pytest.mark.parametrize("text", ["[]", "[ ]", "[\n\n]", " \n[\n]\n"])
+def test_an_empty_event_array_has_no_ids_and_no_errors(text: str) -> None:
+    assert _read_array(text) == ([], [])
+
+
+def test_an_event_array_after_leading_blank_lines_keeps_its_line_numbers() -> None:
+    assert _read_array(f"\n\n[\n{_event('a1')},\n{{}}\n]")[1] == [
+        (5, "webhook event without a ResourceUri")
+    ]
+
+
+def test_a_raw_newline_inside_a_string_breaks_only_its_event() -> None:
+    text = f'[\n{{"ResourceUri": "https://h/\nreferrals/a1"}},\n{_event("b2")}\n]'
+    assert _read_array(text) == (
+        ["b2"],
+        [(2, "malformed webhook event (Invalid control character at)")],
+    )
+
+
+def test_the_line_of_an_event_after_a_string_with_a_raw_newline_is_right() -> None:
+    text = '[\n{"x": "a\nb"},\n{}\n]'
+    assert [line for line, _ in _read_array(text)[1]] == [2, 4]
+
+
+def test_a_scalar_in_an_event_array_is_reported_on_its_line() -> None:
+    assert _read_array(f"[\n{_event('a1')},\n42,\n{_event('b2')}\n]") == (
+        ["a1", "b2"],
+        [(3, "webhook event without a ResourceUri")],
+    )
+
+
+def test_a_string_in_an_event_array_is_reported_on_its_line() -> None:
+    assert _read_array(f'[\n"text",\n{_event("b2")}\n]') == (
+        ["b2"],
+        [(2, "webhook event without a ResourceUri")],
+    )
+
+
+def test_a_scalar_last_in_an_event_array_is_reported() -> None:
+    assert _read_array(f"[{_event('a1')}, 42]")[1] == [(1, "webhook event without a ResourceUri")]
+
+
+def test_a_scalar_element_that_is_not_json_is_reported_as_malformed() -> None:
+    assert _read_array(f"[{_event('a1')}, nope, {_event('b2')}]") == (
+        ["a1", "b2"],
+        [(1, "malformed webhook event (Expecting value)")],
+    )
+
+
+def test_an_event_array_cut_short_inside_an_event_keeps_the_events_before() -> None:
+    assert _read_array(f'[{_event("a1")}, {{"ResourceUri": "https://h/refer') == (
+        ["a1"],
+        [(1, "malformed webhook event (Unterminated string starting at)")],
+    )
+
+
+def test_an_event_array_cut_short_after_a_scalar_reports_the_scalar() -> None:
+    assert _read_array(f"[{_event('a1')}, 42") == (
+        ["a1"],
+        [(1, "webhook event without a ResourceUri")],
+    )
+
+
+def test_an_event_array_cut_short_between_events_says_so() -> None:
+    assert _read_array(f"[{_event('a1')},\n") == (
+        ["a1"],
+        [(2, "the JSON array of webhook events ends without ]")],
+    )
+
+
+def test_a_uri_of_8192_characters_is_kept_whole() -> None:
+    uri = "https://h/" + "x" * (8_192 - 13) + "/a1"
+    assert _read_array(json.dumps([{"ResourceUri": uri}])) == (["a1"], [])
+
+
+def test_a_uri_over_8192_characters_is_cut_and_never_becomes_an_id() -> None:
+    uri = "https://h/" + "x" * (8_192 - 12) + "/a1"
+    ids, bad = _read_array(json.dumps([{"ResourceUri": uri}]))
+    assert (ids, [reason[:35] for _, reason in bad]) == (
+        [],
+        ["webhook event: not a referral id: '"],
+    )
+
+
+def test_an_escape_that_would_cross_the_string_limit_is_dropped_whole() -> None:
+    pad = "p" * (8_192 - 2) + "\\u0041"
+    text = f'[{{"pad": "{pad}", "ResourceUri": "https://h/referrals/a1"}}]'
+    assert _read_array(text) == (["a1"], [])
+
+
+def _padded_event(size: int) -> str:
+    """An event of exactly ``size`` characters: spaces between its fields."""
+    head, tail = '{"ResourceUri": "https://h/referrals/a1",', '"x": 1}'
+    return head + " " * (size - len(head) - len(tail)) + tail
+
+
+def test_an_array_event_of_exactly_the_limit_is_read() -> None:
+    from etl.ids import MAX_EVENT_CHARS
+
+    assert _read_array(f"[{_padded_event(MAX_EVENT_CHARS)}, {_event('b2')}]") == (["a1", "b2"], [])
+
+
+def test_an_array_event_one_over_the_limit_is_rejected_and_the_next_read() -> None:
+    from etl.ids import MAX_EVENT_CHARS
+
+    assert _read_array(f"[{_padded_event(MAX_EVENT_CHARS + 1)}, {_event('b2')}]") == (
+        ["b2"],
+        [(1, f"webhook event longer than {MAX_EVENT_CHARS} characters")],
+    )
+
+
+def test_an_event_after_an_over_long_one_is_measured_afresh() -> None:
+    from etl.ids import MAX_EVENT_CHARS
+
+    big, fits = _padded_event(MAX_EVENT_CHARS + 1), _padded_event(MAX_EVENT_CHARS)
+    assert _read_array(f"[{big},\n{fits}]")[0] == ["a1"]
+
+
+def test_a_stray_closing_brace_between_events_is_reported_on_its_line() -> None:
+    assert _read_array(f"[{_event('a1')},\n}}\n{_event('b2')}]") == (
+        ["a1", "b2"],
+        [(2, "a stray } between events")],
+    )
+
+
+def test_two_event_arrays_one_after_the_other_are_both_read() -> None:
+    assert _read_array(f"[{_event('a1')}]\n[{_event('b2')}]") == (["a1", "b2"], [])
