@@ -768,3 +768,23 @@ def test_objects_and_arrays_nested_32_deep_are_refused() -> None:
 def test_31_levels_beside_more_brackets_are_read() -> None:
     body = b'{"a": ' + b"[" * 30 + b"]" * 30 + b', "b": [], "c": {}}'
     assert decode_document(body)[0]["b"] == []
+
+
+def test_a_lone_surrogate_escape_in_upper_case_is_replaced() -> None:
+    assert decode_document(b'{"a": "\\uDFFF"}') == ({"a": "\ufffd"}, None)
+
+
+def test_a_lone_surrogate_in_a_utf16_body_is_replaced() -> None:
+    body = '{"a": "x\ud800"}'.encode("utf-16-le", "surrogatepass")
+    assert decode_document(body) == ({"a": "x\ufffd"}, None)
+
+
+def test_a_utf8_body_with_a_lone_surrogate_after_a_byte_order_mark_is_replaced() -> None:
+    assert decode_document(b'\xef\xbb\xbf{"a": "\xed\xa0\x80"}') == ({"a": "\ufffd"}, None)
+
+
+def test_a_body_without_surrogates_is_kept_as_received() -> None:
+    assert decode_document('{"a": "\ud7ff\ue000"}'.encode()) == (
+        {"a": "\ud7ff\ue000"},
+        '{"a": "\ud7ff\ue000"}',
+    )
