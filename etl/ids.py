@@ -117,7 +117,11 @@ def _stdin() -> IO[str]:
     buffer = getattr(stream, "buffer", None)
     if buffer is None:
         return stream
-    return io.TextIOWrapper(buffer, encoding="utf-8", errors="replace")
+    return io.TextIOWrapper(
+        buffer,
+        encoding="utf-8",  # pragma: no mutate: codec names ignore case
+        errors="replace",
+    )
 
 
 def read_ids_from(stream: IO[str], name: str, on_error: OnError) -> Iterator[TrackedId]:

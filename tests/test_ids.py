@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import locale
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -740,3 +742,28 @@ def test_a_stray_closing_brace_between_events_is_reported_on_its_line() -> None:
 
 def test_two_event_arrays_one_after_the_other_are_both_read() -> None:
     assert _read_array(f"[{_event('a1')}]\n[{_event('b2')}]") == (["a1", "b2"], [])
+
+
+def test_a_closed_stdin_says_what_to_do_instead(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.stdin", None)
+    with pytest.raises(ConfigError) as caught:
+        read_ids("-", lambda b: None)
+    assert str(caught.value) == ("backfill -: standard input is closed; give a file or pipe ids in")
+
+
+@pytest.fixture
+def ascii_locale() -> Iterator[None]:
+    """The process's character set is ASCII (LC_CTYPE=C) for the test."""
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    yield
+    locale.setlocale(locale.LC_CTYPE, before)
+
+
+@pytest.mark.usefixtures("ascii_locale")
+def test_stdin_bytes_are_read_as_utf8_whatever_the_locale(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdin = io.TextIOWrapper(io.BytesIO("\ufeffa1\nb\u00e9\n".encode()), encoding="ascii")
+    monkeypatch.setattr("sys.stdin", stdin)
+    bad: list[BadLine] = []
+    got = [t.id for t in read_ids("-", bad.append)]
+    assert (got, [b.reason[:23] for b in bad]) == (["a1"], ["not a referral id: 'b\u00e9'"])
