@@ -767,3 +767,9 @@ def test_stdin_bytes_are_read_as_utf8_whatever_the_locale(monkeypatch: pytest.Mo
     bad: list[BadLine] = []
     got = [t.id for t in read_ids("-", bad.append)]
     assert (got, [b.reason[:23] for b in bad]) == (["a1"], ["not a referral id: 'b\u00e9'"])
+
+
+def test_a_bad_event_in_an_array_is_reported_with_the_files_name() -> None:
+    bad: list[BadLine] = []
+    list(read_ids_from(io.StringIO(f"[{_event('a1')}, 42, }}, nope"), "events.json", bad.append))
+    assert [b.source for b in bad] == ["events.json"] * 3
