@@ -210,7 +210,7 @@ def _id_lines(reader: _Reader, name: str, on_error: OnError) -> Iterator[Tracked
         if raw is None:
             on_error(BadLine(name, number, f"line longer than {MAX_LINE_CHARS} characters"))
             continue
-        text = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        text = raw.partition(" #")[0].strip() if not raw.lstrip().startswith("#") else ""
         text = text.strip(_QUOTES).strip()
         if not text:
             continue
@@ -262,8 +262,9 @@ class _ArrayScanner:
         self.line = line
         self.depth = 0
         self.done: list[TrackedId] = []
-        # pragma: no mutate start: flags only tested for truth (None is as false as False), and
-        # what _start() or an opening quote sets again before any use
+        # Equivalent mutants: flags only tested for truth (None is as false as False), and what
+        # _start() or an opening quote sets again before any use.
+        # pragma: no mutate start
         self.array_open = False
         self.in_element = False
         self.in_string = False
@@ -429,7 +430,7 @@ def _event_id(event: Any, name: str, line: int, on_error: OnError) -> TrackedId 
     if not isinstance(uri, str) or not uri.strip():
         on_error(BadLine(name, line, "webhook event without a ResourceUri"))
         return None
-    last = uri.strip().split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    last = uri.strip().partition("?")[0].rstrip("/").rpartition("/")[2]
     try:
         return TrackedId(canonical_id(last), "webhook")
     except InvalidIdError as exc:

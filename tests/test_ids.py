@@ -773,3 +773,37 @@ def test_a_bad_event_in_an_array_is_reported_with_the_files_name() -> None:
     bad: list[BadLine] = []
     list(read_ids_from(io.StringIO(f"[{_event('a1')}, 42, }}, nope"), "events.json", bad.append))
     assert [b.source for b in bad] == ["events.json"] * 3
+
+
+def test_an_over_long_id_line_across_the_first_read_is_rejected_as_too_long() -> None:
+    from etl.ids import MAX_LINE_CHARS
+
+    head = "a1\n" + "x" * (65_536 - 1_000 - 3)  # the long line starts 1,000 before the cut
+    ids, bad = _read(f"{head}{'x' * 5_000}\nb2\n")
+    assert (ids, [(b.line, b.reason) for b in bad]) == (
+        ["a1", "b2"],
+        [(2, f"line longer than {MAX_LINE_CHARS} characters")],
+    )
+
+
+def test_a_last_id_line_of_exactly_the_limit_without_a_newline_is_read() -> None:
+    from etl.ids import MAX_LINE_CHARS
+
+    assert _read("b2\n" + "a" * 60 + " " * (MAX_LINE_CHARS - 60)) == (["b2", "a" * 60], [])
+
+
+def test_a_comment_after_an_id_may_hold_another_hash() -> None:
+    assert _read("a1 # see # 2\n") == (["a1"], [])
+
+
+@pytest.mark.usefixtures("ascii_locale")
+def test_an_id_file_is_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_bytes("\ufeffa1\nb\u00e9\n".encode())
+    bad: list[BadLine] = []
+    got = [t.id for t in read_ids(str(path), bad.append)]
+    assert (got, [b.reason[:23] for b in bad]) == (["a1"], ["not a referral id: 'b\u00e9'"])
+
+
+def test_a_byte_order_mark_between_array_events_is_white_space() -> None:
+    assert _read_array(f"[{_event('a1')},\ufeff {_event('b2')}]") == (["a1", "b2"], [])
