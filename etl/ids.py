@@ -101,7 +101,10 @@ def read_ids(path: str, on_error: OnError, stdin: IO[str] | None = None) -> Iter
     if path == "-":
         return read_ids_from(stdin if stdin is not None else _stdin(), "<stdin>", on_error)
     try:
-        handle = Path(path).open(encoding="utf-8", errors="replace")  # noqa: SIM115
+        handle = Path(path).open(  # noqa: SIM115
+            encoding="utf-8",  # pragma: no mutate: codec names ignore case
+            errors="replace",
+        )
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read id file ({exc.strerror})") from None
     return _closing(handle, read_ids_from(handle, path, on_error))

@@ -807,3 +807,24 @@ def test_an_id_file_is_read_as_utf8_whatever_the_locale(tmp_path: Path) -> None:
 
 def test_a_byte_order_mark_between_array_events_is_white_space() -> None:
     assert _read_array(f"[{_event('a1')},\ufeff {_event('b2')}]") == (["a1", "b2"], [])
+
+
+def test_a_bad_line_of_an_id_file_is_reported_with_the_files_path(tmp_path: Path) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_text("a1\nnot/an/id\n")
+    bad: list[BadLine] = []
+    list(read_ids(str(path), bad.append))
+    assert [b.source for b in bad] == [str(path)]
+
+
+def test_bad_webhook_event_lines_are_reported_with_the_files_name() -> None:
+    from etl.ids import MAX_EVENT_CHARS
+
+    text = f"{_event('a1')}\n{{broken\n{{}}\n{'{' + ' ' * MAX_EVENT_CHARS}\n"
+    bad: list[BadLine] = []
+    list(read_ids_from(io.StringIO(text), "events.jsonl", bad.append))
+    assert [(b.source, b.line) for b in bad] == [
+        ("events.jsonl", 2),
+        ("events.jsonl", 3),
+        ("events.jsonl", 4),
+    ]
