@@ -164,7 +164,7 @@ class _Reader:
     def readline(self, limit: int) -> str:
         """One line (with its newline), at most ``limit`` characters of it."""
         if self._pending:
-            cut = self._pending.find("\n", 0, limit)
+            cut = self._pending.find("\n", 0, limit)  # pragma: no mutate: None is 0 as a start
             end = cut + 1 if cut >= 0 else min(limit, len(self._pending))
             text, self._pending = self._pending[:end], self._pending[end:]
             if text.endswith("\n") or len(text) >= limit:

@@ -828,3 +828,15 @@ def test_bad_webhook_event_lines_are_reported_with_the_files_name() -> None:
         ("events.jsonl", 3),
         ("events.jsonl", 4),
     ]
+
+
+def test_an_over_long_id_line_is_reported_with_the_files_name() -> None:
+    from etl.ids import MAX_LINE_CHARS
+
+    bad: list[BadLine] = []
+    list(read_ids_from(io.StringIO("x" * (MAX_LINE_CHARS + 1)), "ids.txt", bad.append))
+    assert [b.source for b in bad] == ["ids.txt"]
+
+
+def test_a_comment_indented_with_a_tab_is_skipped() -> None:
+    assert _read("a1\n\t# a comment\n") == (["a1"], [])
