@@ -840,3 +840,46 @@ def test_an_over_long_id_line_is_reported_with_the_files_name() -> None:
 
 def test_a_comment_indented_with_a_tab_is_skipped() -> None:
     assert _read("a1\n\t# a comment\n") == (["a1"], [])
+
+
+_EXPECTED = "(expected a GUID or 1-64 letters, digits, - or _)"
+
+
+def test_a_uri_with_escapes_is_cut_at_8192_characters_counted_across_its_pieces() -> None:
+    """Escapes split a string into pieces; the limit counts them all."""
+    uri = "https://h/" + "x" * 4_000 + "\\/" + "y" * 4_000 + "\\/" + "z" * 300 + "/a1"
+    assert [b.reason[:46] for b in _read(f'[{{"ResourceUri": "{uri}"}}]')[1]] == [
+        "webhook event: not a referral id: '" + "z" * 11
+    ]
+
+
+def test_a_uri_cut_short_shows_its_last_segment_and_the_cut_mark() -> None:
+    uri = "https://h/" + "x" * 8_200
+    assert [b.reason for b in _read(f'[{{"ResourceUri": "{uri}"}}]')[1]] == [
+        f"webhook event: not a referral id: {'x' * 77 + '...'!r} {_EXPECTED}"
+    ]
+
+
+def test_a_uri_whose_escape_would_cross_the_limit_ends_before_the_escape() -> None:
+    uri = "https://h/" + "p" * (8_192 - 10 - 4) + "/abc" + "\\u0041"
+    assert [b.reason for b in _read(f'[{{"ResourceUri": "{uri}"}}]')[1]] == [
+        f"webhook event: not a referral id: 'abc\u2026' {_EXPECTED}"
+    ]
+
+
+def test_an_over_large_array_event_is_reported_with_the_files_name() -> None:
+    from etl.ids import MAX_EVENT_CHARS
+
+    bad: list[BadLine] = []
+    text = f"[{_padded_event(MAX_EVENT_CHARS + 1)}]"
+    list(read_ids_from(io.StringIO(text), "events.json", bad.append))
+    assert [b.source for b in bad] == ["events.json"]
+
+
+def test_an_array_event_nested_too_deeply_to_parse_is_malformed() -> None:
+    bad: list[BadLine] = []
+    text = f"[\n{_event('a1')},\n{'[' * 100_000 + ']' * 100_000}]"
+    list(read_ids_from(io.StringIO(text), "events.json", bad.append))
+    assert [(b.source, b.line, b.reason) for b in bad] == [
+        ("events.json", 3, "malformed webhook event")
+    ]
