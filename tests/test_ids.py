@@ -883,3 +883,49 @@ def test_an_array_event_nested_too_deeply_to_parse_is_malformed() -> None:
     assert [(b.source, b.line, b.reason) for b in bad] == [
         ("events.json", 3, "malformed webhook event")
     ]
+
+
+def test_an_id_ending_in_x_before_a_trailing_slash_keeps_its_x() -> None:
+    assert _read(json.dumps({"ResourceUri": "https://h/referrals/ABX/"})) == (["ABX"], [])
+
+
+def test_a_webhook_event_with_an_invalid_id_is_reported_with_the_files_name_and_line() -> None:
+    bad: list[BadLine] = []
+    text = f"{_event('a1')}\n{_event('a.b')}\n"
+    list(read_ids_from(io.StringIO(text), "events.jsonl", bad.append))
+    assert [(b.source, b.line) for b in bad] == [("events.jsonl", 2)]
+
+
+def test_each_bad_line_is_reported_once() -> None:
+    reported: list[BadLine] = []
+
+    def on_error(bad: BadLine) -> None:
+        if reported:
+            raise AssertionError(f"reported again: {bad}")
+        reported.append(bad)
+
+    list(read_ids_from(io.StringIO("a1\nnot/an/id\n"), "ids.txt", on_error))
+    assert [b.line for b in reported] == [2]
+
+
+class _EndsOnce(io.StringIO):
+    """A stream that fails the test when read on and on after its end."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.reads_at_end = 0
+
+    def readline(self, size: int | None = -1) -> str:
+        line = super().readline(size)
+        self.reads_at_end += not line
+        if self.reads_at_end > 3:
+            raise AssertionError("read again and again after the end")
+        return line
+
+
+def test_reading_stops_at_the_end_after_an_over_long_last_line() -> None:
+    from etl.ids import MAX_LINE_CHARS
+
+    bad: list[BadLine] = []
+    list(read_ids_from(_EndsOnce("a1\n" + "x" * (MAX_LINE_CHARS * 20)), "ids.txt", bad.append))
+    assert [b.line for b in bad] == [2]
