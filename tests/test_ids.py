@@ -929,3 +929,7 @@ def test_reading_stops_at_the_end_after_an_over_long_last_line() -> None:
     bad: list[BadLine] = []
     list(read_ids_from(_EndsOnce("a1\n" + "x" * (MAX_LINE_CHARS * 20)), "ids.txt", bad.append))
     assert [b.line for b in bad] == [2]
+
+
+def test_a_raw_newline_just_before_a_closing_quote_still_ends_the_string() -> None:
+    assert [line for line, _ in _read_array('[\n{"x": "a\n"},\n{}\n]')[1]] == [2, 4]
