@@ -933,3 +933,16 @@ def test_reading_stops_at_the_end_after_an_over_long_last_line() -> None:
 
 def test_a_raw_newline_just_before_a_closing_quote_still_ends_the_string() -> None:
     assert [line for line, _ in _read_array('[\n{"x": "a\n"},\n{}\n]')[1]] == [2, 4]
+
+
+def test_an_event_array_cut_short_inside_an_escape_is_malformed_there() -> None:
+    assert _read_array('[{"ResourceUri": "a\\u00') == (
+        [],
+        [(1, "malformed webhook event (Invalid \\uXXXX escape)")],
+    )
+
+
+def test_an_unterminated_event_array_is_reported_with_the_files_name() -> None:
+    bad: list[BadLine] = []
+    list(read_ids_from(io.StringIO(f"[{_event('a1')},"), "events.json", bad.append))
+    assert [b.source for b in bad] == ["events.json"]
