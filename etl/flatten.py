@@ -91,7 +91,9 @@ def content_hash(document: dict[str, Any]) -> str:
     ``NaN``.
     """
     content = {k: v for k, v in document.items() if k != "eTag" and not k.startswith("@odata.")}
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(
+        content, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )  # pragma: no mutate: None is as false as False
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -114,7 +116,7 @@ def decode_document(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[Any, str |
     constants: list[str] = []
 
     def constant(name: str) -> str:
-        constants.append(name)
+        constants.append(name)  # pragma: no mutate: only whether the list is empty is used
         return name
 
     try:
@@ -127,8 +129,13 @@ def decode_document(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[Any, str |
         raise BadDocumentError(
             f"the body is not valid JSON ({exc.msg} at character {exc.pos} of {len(text)})"
         ) from None
-    if (text.count("{") + text.count("[")) > max_depth and _depth(value, max_depth) > max_depth:
-        raise BadDocumentError(f"the body is nested more than {max_depth} levels deep")
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits (Python's limit)
+        raise BadDocumentError(f"the body holds a value Python cannot read ({exc})") from None
+    # Counting brackets is cheap and bounds the depth, so only a document with more than
+    # max_depth of them is walked.
+    if text.count("{") + text.count("[") > max_depth:  # noqa: SIM102  # pragma: no mutate: a bound
+        if _depth(value, max_depth) > max_depth:
+            raise BadDocumentError(f"the body is nested more than {max_depth} levels deep")
     if _may_hold_surrogates(body, text, encoding) and _SURROGATE.search(text) is not None:
         cleaned, changed = _without_surrogates(value)
         if changed:
@@ -169,13 +176,13 @@ def _clean(text: str) -> str:
     if _SURROGATE.search(text) is None:
         return text
     # A valid pair cannot remain here (the parser joins escaped pairs); any surrogate is lone.
-    return re.sub(r"[\ud800-\udfff]", _REPLACEMENT, text)
+    return re.sub(r"[\ud800-\udfff]", _REPLACEMENT, text)  # pragma: no mutate: hex digits' case
 
 
 def _without_surrogates(value: Any) -> tuple[Any, bool]:
     """``value`` with every lone surrogate (in strings and keys) made U+FFFD; and whether any
     was. Iterative: the depth was checked, but no recursion is needed either."""
-    changed = False
+    changed = False  # pragma: no mutate: None is as false as False
 
     def fix(item: Any) -> Any:
         nonlocal changed
@@ -384,12 +391,16 @@ def _text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(
+        value,
+        separators=(",", ":"),
+        ensure_ascii=False,  # pragma: no mutate: None is as false as False
+    )
 
 
 def _bounded(value: Any, width: int) -> str | None:
     text = _text(value)
-    return text[:width] if text is not None and len(text) > width else text
+    return None if text is None else text[:width]
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -405,17 +416,16 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def _money(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or value is None:
-        return None
+    # None, a bool, "" or any other text that is not a number: Decimal() refuses it.
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
         value = repr(value)
     try:
-        amount = Decimal(str(value).strip()) if value != "" else None
+        amount = Decimal(str(value).strip())
     except InvalidOperation:
         return None
-    if amount is None or not amount.is_finite() or abs(amount) >= _MONEY_LIMIT:
+    if not amount.is_finite() or abs(amount) >= _MONEY_LIMIT:
         return None
     return amount.quantize(_QUANTUM)
 

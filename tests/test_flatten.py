@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from etl.errors import BadDocumentError
-from etl.flatten import flatten_referral, parse_time
+from etl.flatten import (
+    RawJson,
+    content_hash,
+    decode_document,
+    flatten_referral,
+    history_values,
+    parse_time,
+)
 
 scalars = st.one_of(
     st.none(),
@@ -129,6 +140,7 @@ documents = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow  # seconds: left out of `make mutation`, where it would run for every mutant
 @settings(max_examples=300, deadline=None)
 @given(documents)
 def test_any_document_flattens_and_children_carry_the_parent_id(document: dict[str, Any]) -> None:
@@ -269,3 +281,549 @@ def test_decoding_makes_every_odd_body_storable() -> None:
             decode_document(bad)
     # The content hash never raises, whatever a document holds.
     assert len(content_hash({"a": "\ud800", "b": float("nan")})) == 64
+
+
+# --- One document with every documented field: each lands in its own column. ---------------
+
+FULL = {
+    "id": "r-1",
+    "engagementId": "e-1",
+    "name": "Contoso deal",
+    "organizationId": "org-1",
+    "organizationName": "Fabrikam",
+    "externalReferenceId": "ext-1",
+    "status": "Active",
+    "substatus": "Accepted",
+    "statusReason": "reason",
+    "qualification": "SalesQualified",
+    "type": "Shared",
+    "direction": "Incoming",
+    "createdDateTime": "2020-01-01T00:00:00Z",
+    "updatedDateTime": "2020-01-02T00:00:00Z",
+    "expirationDateTime": "2020-01-03T00:00:00Z",
+    "acceptedDateTime": "2020-01-04T00:00:00Z",
+    "eTag": "etag-1",
+    "details": {
+        "dealValue": 12.5,
+        "currency": "EUR",
+        "closingDateTime": "2020-01-05T00:00:00Z",
+        "notes": "details notes",
+        "requirements": {
+            "products": [{"id": "p1", "name": "Azure", "type": "Product"}],
+        },
+    },
+    "consent": {"consentToContact": True, "consentToToShareInfoWithOthers": False},
+    "inviteContext": {
+        "notes": "invite notes",
+        "invitedBy": {"organizationId": "org-2", "organizationName": "Northwind"},
+    },
+    "customerProfile": {
+        "name": "Customer Ltd",
+        "size": "Size1to50",
+        "address": {
+            "addressLine1": "1 Main St",
+            "addressLine2": "Floor 2",
+            "city": "Springfield",
+            "state": "IL",
+            "region": "Midwest",
+            "postalCode": "62701",
+            "country": "US",
+        },
+        "ids": [{"profileType": "CrmId", "id": "crm-1"}],
+        "team": [
+            {
+                "firstName": "Ada",
+                "lastName": "Lovelace",
+                "email": "ada@example.com",
+                "phoneNumber": "+1 555",
+                "title": "CTO",
+                "contactPreference": {"locale": "en-US", "disableNotifications": True},
+            }
+        ],
+    },
+    "team": [{"firstName": "Bob"}],
+    "target": [{"type": "SolutionProfile", "id": "t1"}],
+}
+
+
+def _utc(day: int) -> datetime:
+    return datetime(2020, 1, day, tzinfo=UTC)
+
+
+def test_every_referral_field_lands_in_its_column() -> None:
+    referral = flatten_referral(FULL).referral
+    assert {
+        "id": "r-1",
+        "engagement_id": "e-1",
+        "name": "Contoso deal",
+        "organization_id": "org-1",
+        "organization_name": "Fabrikam",
+        "external_reference_id": "ext-1",
+        "status": "Active",
+        "substatus": "Accepted",
+        "status_reason": "reason",
+        "qualification": "SalesQualified",
+        "type": "Shared",
+        "direction": "Incoming",
+        "created_at": _utc(1),
+        "updated_at": _utc(2),
+        "expires_at": _utc(3),
+        "accepted_at": _utc(4),
+        "deal_value": Decimal("12.5000"),
+        "currency": "EUR",
+        "closing_at": _utc(5),
+        "notes": "details notes",
+        "consent_to_contact": True,
+        "consent_to_share_info": False,
+        "invite_notes": "invite notes",
+        "invited_by_organization_id": "org-2",
+        "invited_by_organization_name": "Northwind",
+        "etag": "etag-1",
+        "payload": FULL,
+    } == referral
+
+
+def test_every_customer_field_lands_in_its_column() -> None:
+    assert flatten_referral(FULL).customer == {
+        "referral_id": "r-1",
+        "name": "Customer Ltd",
+        "size": "Size1to50",
+        "address_line1": "1 Main St",
+        "address_line2": "Floor 2",
+        "city": "Springfield",
+        "state": "IL",
+        "region": "Midwest",
+        "postal_code": "62701",
+        "country": "US",
+    }
+
+
+def test_every_contact_field_lands_in_its_column() -> None:
+    assert flatten_referral(FULL).contacts == [
+        {
+            "referral_id": "r-1",
+            "side": "customer",
+            "position": 0,
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "email": "ada@example.com",
+            "phone_number": "+1 555",
+            "title": "CTO",
+            "locale": "en-US",
+            "disable_notifications": True,
+        },
+        {
+            "referral_id": "r-1",
+            "side": "team",
+            "position": 0,
+            "first_name": "Bob",
+            "last_name": None,
+            "email": None,
+            "phone_number": None,
+            "title": None,
+            "locale": None,
+            "disable_notifications": None,
+        },
+    ]
+
+
+def test_every_customer_id_field_lands_in_its_column() -> None:
+    assert flatten_referral(FULL).customer_ids == [
+        {"referral_id": "r-1", "position": 0, "profile_type": "CrmId", "value": "crm-1"}
+    ]
+
+
+def test_every_requirement_field_lands_in_its_column() -> None:
+    assert flatten_referral(FULL).requirements == [
+        {
+            "referral_id": "r-1",
+            "kind": "products",
+            "position": 0,
+            "item_id": "p1",
+            "name": "Azure",
+            "item_type": "Product",
+        }
+    ]
+
+
+def test_every_target_field_lands_in_its_column() -> None:
+    assert flatten_referral(FULL).targets == [
+        {"referral_id": "r-1", "position": 0, "target_type": "SolutionProfile", "target_id": "t1"}
+    ]
+
+
+def test_children_are_keyed_by_their_table() -> None:
+    flat = flatten_referral(FULL)
+    assert {
+        "referral_customers": [flat.customer],
+        "referral_customer_ids": flat.customer_ids,
+        "referral_contacts": flat.contacts,
+        "referral_requirements": flat.requirements,
+        "referral_targets": flat.targets,
+    } == flat.children()
+
+
+def test_a_history_version_carries_the_tracked_columns() -> None:
+    assert {
+        "referral_id": "r-1",
+        "etag": "etag-1",
+        "status": "Active",
+        "substatus": "Accepted",
+        "qualification": "SalesQualified",
+        "deal_value": Decimal("12.5000"),
+        "currency": "EUR",
+        "closing_at": _utc(5),
+        "updated_at": _utc(2),
+        "payload": FULL,
+    } == history_values(flatten_referral(FULL))
+
+
+# --- Ids, eTags, hashes, payloads. -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("rid", [None, 12, "", ["r-1"]])
+def test_a_document_whose_id_is_not_a_non_empty_string_is_refused(rid: Any) -> None:
+    with pytest.raises(
+        ValueError, match=f"the document's id is not a string but {type(rid).__name__}"
+    ):
+        flatten_referral({"id": rid})
+
+
+def test_the_documents_etag_wins_over_the_header() -> None:
+    assert flatten_referral({"id": "r", "eTag": "in-body"}, "header").etag == "in-body"
+
+
+def test_the_header_etag_is_used_when_the_document_has_none() -> None:
+    assert flatten_referral({"id": "r"}, "header").etag == "header"
+
+
+def test_the_content_hash_is_computed_when_an_etag_comes_too() -> None:
+    """A version is its content: the hash is there whether or not an eTag came."""
+    assert content_hash({"id": "r"}) == flatten_referral({"id": "r"}, "header").content_hash
+
+
+def test_the_content_hash_is_that_of_the_document_without_an_etag() -> None:
+    document = {"id": "r", "name": "x"}
+    assert content_hash(document) == flatten_referral(document).content_hash
+
+
+def test_the_content_hash_is_pinned_canonical_sorted_compact_utf8_json() -> None:
+    """sha256 of '{"a":"é","b":[1,null]}': a stored hash must never change between releases."""
+    expected = "3d92f6368f93f3cb36a4e7a721098054dfbfd705e31fa50409f2d99e0727a08c"
+    assert expected == content_hash({"b": [1, None], "a": "é"})
+
+
+def test_the_content_hash_does_not_depend_on_key_order() -> None:
+    assert content_hash({"a": 1, "b": {"c": 2, "d": 3}}) == content_hash(
+        {"b": {"d": 3, "c": 2}, "a": 1}
+    )
+
+
+def test_the_content_hash_of_a_lone_surrogate_never_raises() -> None:
+    expected = hashlib.sha256('{"a":"\ud800"}'.encode("utf-8", "surrogatepass")).hexdigest()
+    assert expected == content_hash({"a": "\ud800"})
+
+
+def test_the_raw_text_is_the_payload_when_given() -> None:
+    payload = flatten_referral({"id": "r"}, raw='{"id": "r"}').referral["payload"]
+    assert isinstance(payload, RawJson)
+
+
+def test_the_raw_payload_is_the_text_as_received() -> None:
+    assert flatten_referral({"id": "r"}, raw='{"id": "r"}').referral["payload"] == '{"id": "r"}'
+
+
+# --- Text columns: whatever JSON value a field holds. ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (True, "true"),
+        (False, "false"),
+        (12, "12"),
+        (1.5, "1.5"),
+        ("", None),  # an empty string is NULL in typed columns
+        ({"b": "é", "a": [1, None]}, '{"b":"é","a":[1,null]}'),
+        (["x", 2], '["x",2]'),
+        (None, None),
+    ],
+)
+def test_a_bool_number_object_or_array_in_a_text_field_is_stored_as_its_json_text(
+    value: Any, expected: str | None
+) -> None:
+    assert expected == flatten_referral({"id": "r", "name": value}).referral["name"]
+
+
+@pytest.mark.parametrize(("length", "stored"), [(63, 63), (64, 64), (65, 64), (1000, 64)])
+def test_an_engagement_id_longer_than_its_column_is_cut_to_64_characters(
+    length: int, stored: int
+) -> None:
+    referral = flatten_referral({"id": "r", "engagementId": "e" * length}).referral
+    assert "e" * stored == referral["engagement_id"]
+
+
+def test_a_status_longer_than_its_column_is_cut_to_64_characters() -> None:
+    referral = flatten_referral({"id": "r", "status": "s" * 65}).referral
+    assert referral["status"] == "s" * 64
+
+
+def test_a_number_in_a_bounded_column_is_its_text() -> None:
+    assert flatten_referral({"id": "r", "engagementId": 12}).referral["engagement_id"] == "12"
+
+
+@pytest.mark.parametrize(("length", "stored"), [(255, 255), (256, 255)])
+def test_a_requirement_item_id_longer_than_its_column_is_cut_to_255_characters(
+    length: int, stored: int
+) -> None:
+    document = {"id": "r", "details": {"requirements": {"products": [{"id": "i" * length}]}}}
+    assert ["i" * stored] == [r["item_id"] for r in flatten_referral(document).requirements]
+
+
+@pytest.mark.parametrize(("length", "rows"), [(64, 1), (65, 0)])
+def test_a_requirement_kind_longer_than_its_column_is_left_in_the_payload(
+    length: int, rows: int
+) -> None:
+    document = {"id": "r", "details": {"requirements": {"k" * length: [{"id": "i"}]}}}
+    assert rows == len(flatten_referral(document).requirements)
+
+
+# --- Arrays and objects where the API documents the other. ------------------------------------
+
+
+def test_a_plain_value_in_an_array_of_objects_is_taken_as_its_id() -> None:
+    document = {"id": "r", "target": ["t1", {"type": "T", "id": "t2"}]}
+    assert [
+        (t["position"], t["target_type"], t["target_id"])
+        for t in flatten_referral(document).targets
+    ] == [(0, None, "t1"), (1, "T", "t2")]
+
+
+def test_a_null_in_an_array_is_skipped_and_positions_stay_dense() -> None:
+    document = {"id": "r", "target": [None, {"id": "t1"}, None, {"id": "t2"}]}
+    assert [(t["position"], t["target_id"]) for t in flatten_referral(document).targets] == [
+        (0, "t1"),
+        (1, "t2"),
+    ]
+
+
+def test_a_plain_value_in_the_customer_ids_array_is_a_value_without_a_type() -> None:
+    document = {"id": "r", "customerProfile": {"ids": ["crm-1"]}}
+    assert [(i["profile_type"], i["value"]) for i in flatten_referral(document).customer_ids] == [
+        (None, "crm-1")
+    ]
+
+
+@pytest.mark.parametrize("value", ["text", 12, True])
+def test_a_scalar_where_an_array_is_expected_gives_no_rows(value: Any) -> None:
+    assert flatten_referral({"id": "r", "target": value}).targets == []
+
+
+def test_a_scalar_requirement_is_left_in_the_payload() -> None:
+    document = {"id": "r", "details": {"requirements": {"flag": True, "list": [{"id": "a"}]}}}
+    assert [r["kind"] for r in flatten_referral(document).requirements] == ["list"]
+
+
+def test_a_lone_requirement_object_with_only_a_name_is_an_item() -> None:
+    document = {"id": "r", "details": {"requirements": {"products": {"name": "Azure"}}}}
+    assert [
+        (r["kind"], r["item_id"], r["name"]) for r in flatten_referral(document).requirements
+    ] == [("products", None, "Azure")]
+
+
+def test_requirement_items_are_numbered_within_their_kind() -> None:
+    document = {
+        "id": "r",
+        "details": {"requirements": {"a": [{"id": "1"}, {"id": "2"}], "b": [{"id": "3"}]}},
+    }
+    assert [(r["kind"], r["position"]) for r in flatten_referral(document).requirements] == [
+        ("a", 0),
+        ("a", 1),
+        ("b", 0),
+    ]
+
+
+def test_customer_ids_as_an_object_are_type_value_pairs_in_order() -> None:
+    document = {"id": "r", "customerProfile": {"ids": {"CrmId": "x", "Duns": 12}}}
+    assert [
+        (i["position"], i["profile_type"], i["value"])
+        for i in flatten_referral(document).customer_ids
+    ] == [(0, "CrmId", "x"), (1, "Duns", "12")]
+
+
+# --- Money: NUMERIC(19,4), so below 10^15 in magnitude, four decimals. ------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("999999999999999.9999", Decimal("999999999999999.9999")),
+        ("-999999999999999.9999", Decimal("-999999999999999.9999")),
+        ("1000000000000000", None),
+        ("-1000000000000000", None),
+        (10**15, None),
+        (10**15 - 1, Decimal("999999999999999.0000")),
+        ("1e15", None),
+    ],
+)
+def test_money_at_the_10_to_the_15_limit(value: Any, expected: Decimal | None) -> None:
+    document = {"id": "r", "details": {"dealValue": value}}
+    assert expected == flatten_referral(document).referral["deal_value"]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1.5, Decimal("1.5000")),
+        (0.1, Decimal("0.1000")),
+        ("12.34567", Decimal("12.3457")),
+        (" 7 ", Decimal("7.0000")),
+        (3, Decimal("3.0000")),
+        ("1e3", Decimal("1000.0000")),
+    ],
+)
+def test_money_is_kept_to_four_decimals(value: Any, expected: Decimal) -> None:
+    document = {"id": "r", "details": {"dealValue": value}}
+    assert expected == flatten_referral(document).referral["deal_value"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [True, False, None, "", "abc", "1,5", "NaN", "Infinity", float("nan"), float("inf"), [1], {}],
+)
+def test_money_that_is_not_a_finite_number_is_null(value: Any) -> None:
+    document = {"id": "r", "details": {"dealValue": value}}
+    assert flatten_referral(document).referral["deal_value"] is None
+
+
+# --- Booleans and timestamps. ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (True, True),
+        (False, False),
+        ("true", True),
+        ("TRUE", True),
+        ("False", False),
+        ("yes", None),
+        (1, None),
+        (None, None),
+    ],
+)
+def test_a_consent_flag_is_a_bool_or_its_text_or_null(value: Any, expected: bool | None) -> None:
+    document = {"id": "r", "consent": {"consentToContact": value}}
+    assert expected == flatten_referral(document).referral["consent_to_contact"]
+
+
+def test_a_timestamp_without_an_offset_is_taken_as_utc() -> None:
+    assert datetime(2020, 1, 1, 12, tzinfo=UTC) == parse_time("2020-01-01T12:00:00")
+
+
+def test_a_timestamp_with_an_offset_is_converted_to_utc() -> None:
+    assert datetime(2020, 1, 1, 10, tzinfo=UTC) == parse_time("2020-01-01T12:00:00+02:00")
+
+
+def test_the_earliest_instant_every_database_holds_is_kept() -> None:
+    assert datetime(1000, 1, 1, tzinfo=UTC) == parse_time("1000-01-01T00:00:00Z")
+
+
+def test_the_latest_instant_every_database_holds_is_kept() -> None:
+    expected = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert expected == parse_time("9999-12-31T23:59:59.999999Z")
+
+
+@pytest.fixture
+def tokyo(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The machine's local time zone is UTC+9 for the test."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("tokyo")
+def test_a_timestamp_without_an_offset_is_utc_whatever_the_machines_time_zone() -> None:
+    assert datetime(2020, 1, 1, 12, tzinfo=UTC) == parse_time("2020-01-01T12:00:00")
+
+
+def test_a_timestamp_with_an_offset_comes_back_in_utc() -> None:
+    parsed = parse_time("2020-01-01T12:00:00+02:00")
+    assert parsed is not None
+    assert parsed.tzinfo is UTC
+
+
+# --- Decoding an answer's bytes. ---------------------------------------------------------------
+
+
+def test_invalid_utf8_after_a_byte_order_mark_is_named_utf8() -> None:
+    with pytest.raises(BadDocumentError, match=r"^the body is not valid UTF-8 \(byte "):
+        decode_document(b'\xef\xbb\xbf{"a": "\xff"}')
+
+
+def test_a_second_byte_order_mark_is_ignored() -> None:
+    assert decode_document(b'\xef\xbb\xbf\xef\xbb\xbf{"a": 1}') == ({"a": 1}, '{"a": 1}')
+
+
+def test_a_lone_surrogate_as_the_whole_body_is_replaced() -> None:
+    assert decode_document(b'"\\ud800"') == ("\ufffd", None)
+
+
+def test_a_lone_surrogate_in_nested_arrays_and_objects_is_replaced() -> None:
+    body = b'[["\\ud800"], {"a": [{"b": "\\udfff"}]}]'
+    assert decode_document(body) == ([["\ufffd"], {"a": [{"b": "\ufffd"}]}], None)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    body = b'{"a": "' + b"[{" * 40 + b'"}'
+    assert decode_document(body)[0] == {"a": "[{" * 40}
+
+
+def _nested(levels: int) -> bytes:
+    """``levels`` containers, objects and arrays in turn, around a 1."""
+    opening = "".join('{"k":' if i % 2 == 0 else "[" for i in range(levels))
+    closing = "".join("}" if i % 2 == 0 else "]" for i in reversed(range(levels)))
+    return f"{opening}1{closing}".encode()
+
+
+def test_objects_and_arrays_nested_31_deep_are_read() -> None:
+    assert decode_document(_nested(31))[0] is not None
+
+
+def test_objects_and_arrays_nested_32_deep_are_refused() -> None:
+    with pytest.raises(BadDocumentError, match=r"^the body is nested more than 31 levels deep$"):
+        decode_document(_nested(32))
+
+
+def test_31_levels_beside_more_brackets_are_read() -> None:
+    body = b'{"a": ' + b"[" * 30 + b"]" * 30 + b', "b": [], "c": {}}'
+    assert decode_document(body)[0]["b"] == []
+
+
+def test_a_lone_surrogate_escape_in_upper_case_is_replaced() -> None:
+    assert decode_document(b'{"a": "\\uDFFF"}') == ({"a": "\ufffd"}, None)
+
+
+def test_a_lone_surrogate_in_a_utf16_body_is_replaced() -> None:
+    body = '{"a": "x\ud800"}'.encode("utf-16-le", "surrogatepass")
+    assert decode_document(body) == ({"a": "x\ufffd"}, None)
+
+
+def test_a_utf8_body_with_a_lone_surrogate_after_a_byte_order_mark_is_replaced() -> None:
+    assert decode_document(b'\xef\xbb\xbf{"a": "\xed\xa0\x80"}') == ({"a": "\ufffd"}, None)
+
+
+def test_a_body_without_surrogates_is_kept_as_received() -> None:
+    assert decode_document('{"a": "\ud7ff\ue000"}'.encode()) == (
+        {"a": "\ud7ff\ue000"},
+        '{"a": "\ud7ff\ue000"}',
+    )
+
+
+def test_an_integer_longer_than_python_reads_fails_that_document_alone() -> None:
+    """A number of 5,000 digits (past Python's int-from-string limit) is one BadDocumentError."""
+    body = b'{"id": "x", "dealValue": ' + b"9" * 5000 + b"}"
+    with pytest.raises(BadDocumentError, match="cannot read"):
+        decode_document(body)
