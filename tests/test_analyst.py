@@ -407,7 +407,7 @@ def _none_last(value: Any) -> tuple[bool, Any]:
 
 
 def _won(row: dict[str, Any]) -> bool:
-    return row["status"] == "Closed" and row["substatus"] == "Won"
+    return bool(row["status"] == "Closed" and row["substatus"] == "Won")
 
 
 @dataclass
@@ -871,7 +871,7 @@ _NO_API_TIMES: list[dict[str, Any]] = [
         "to_substatus": "Won",
         "previous_changed_at": _T0,
         "changed_at": _T0 + timedelta(seconds=1),
-        "seconds_in_previous": Decimal("1"),
+        "seconds_in_previous": Decimal(1),
         "days_in_previous": Decimal("0.000011"),
     },
     {
@@ -883,7 +883,7 @@ _NO_API_TIMES: list[dict[str, Any]] = [
         "previous_changed_at": _T0,
         "changed_at": _ACTIVE_AT,
         "seconds_in_previous": Decimal("432000.000001"),
-        "days_in_previous": Decimal("5"),
+        "days_in_previous": Decimal(5),
     },
     {
         "referral_id": "r-nac",
@@ -904,7 +904,7 @@ _NO_API_TIMES: list[dict[str, Any]] = [
         "to_substatus": None,
         "previous_changed_at": _T0,
         "changed_at": _T0 + timedelta(minutes=1),
-        "seconds_in_previous": Decimal("60"),
+        "seconds_in_previous": Decimal(60),
         "days_in_previous": Decimal("0.000694"),
     },
     {
@@ -915,7 +915,7 @@ _NO_API_TIMES: list[dict[str, Any]] = [
         "to_substatus": "Received",
         "previous_changed_at": _T0,
         "changed_at": _T0 + timedelta(hours=1),
-        "seconds_in_previous": Decimal("3600"),
+        "seconds_in_previous": Decimal(3600),
         "days_in_previous": Decimal("0.041666"),
     },
 ]
@@ -956,7 +956,7 @@ def test_new_active_closed_gives_two_changes_with_exact_durations(engine: Engine
     ids = {r["history_id"] for r in found}
     with engine.connect() as conn:
         history = TABLES["referral_history"]
-        closing = conn.execute(
+        closing: int = conn.execute(
             sa.select(history.c.id).where(
                 history.c.referral_id == "r-nac", history.c.valid_from == closed_at
             )
@@ -1048,6 +1048,7 @@ def test_views_have_exactly_the_described_columns(engine: Engine) -> None:
             assert isinstance(kind, _KIND_TYPES[column.kind]), (view.name, column.name, kind)
             if column.kind in ("money", "duration", "rate"):
                 scale = {"money": 4, "duration": 6, "rate": 10}[column.kind]
+                assert isinstance(kind, sa.Numeric), (view.name, column.name, kind)
                 assert kind.scale == scale, (view.name, column.name, kind)
 
 
@@ -1141,7 +1142,7 @@ def test_data_dictionary_changes_when_the_models_change() -> None:
 
 def test_data_dictionary_describes_every_table_view_and_column() -> None:
     text = render_data_dictionary()
-    sections = dict(re.findall(r"^### `(\w+)`\n(.*?)(?=^### |\Z)", text, re.M | re.S))
+    sections = dict(re.findall(r"^### `(\w+)`\n(.*?)(?=^### |\Z)", text, re.MULTILINE | re.DOTALL))
     assert list(sections) == [*TABLES, *(v.name for v in VIEWS)]
     for table in TABLES.values():
         assert str(table.comment) in sections[table.name]
@@ -1151,14 +1152,14 @@ def test_data_dictionary_describes_every_table_view_and_column() -> None:
             )
             assert line.endswith(f" {column.comment} |"), line
     for view in VIEWS:
-        for column in view.columns:
-            assert f"| `{column.name}` |" in sections[view.name]
-            assert column.comment in sections[view.name]
+        for view_column in view.columns:
+            assert f"| `{view_column.name}` |" in sections[view.name]
+            assert view_column.comment in sections[view.name]
 
 
 def test_querying_guide_examples_are_statements_of_queries_sql() -> None:
     guide = (ROOT / "docs" / "querying.md").read_text("utf-8")
-    examples = re.findall(r"```sql\n(.*?)```", guide, re.S)
+    examples = re.findall(r"```sql\n(.*?)```", guide, re.DOTALL)
     assert len(examples) >= 2
     queries = load_queries()
     for example in examples:

@@ -94,8 +94,8 @@ def _restore_process_state() -> Iterator[None]:
     root_handlers, root_level = list(root.handlers), root.level
     levels = {name: logging.getLogger(name).level for name in NOISY}
     yield
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
+    for signum, previous in handlers.items():
+        signal.signal(signum, previous)
     for handler in list(root.handlers):
         if handler not in root_handlers:
             root.removeHandler(handler)

@@ -30,7 +30,7 @@ def _db_rows(engine: Engine, ids: set[str]) -> dict[str, dict[str, list[dict[str
     out: dict[str, dict[str, list[dict[str, Any]]]] = {i: {} for i in ids}
     for table in ("referrals", *CHILD_TABLES):
         for row in rows_of(engine, table):
-            key = row.get("referral_id", row.get("id"))
+            key = str(row.get("referral_id", row.get("id")))
             clean = normalise({k: v for k, v in row.items() if k not in skip})
             out[key].setdefault(table, []).append(clean)
     return out
@@ -76,7 +76,7 @@ def test_seed_document_lands_field_by_field(engine: Engine) -> None:
             "updated_at": _utc("2020-10-30T21:03:00"),
             "expires_at": None,
             "accepted_at": None,
-            "deal_value": Decimal("10000"),
+            "deal_value": Decimal(10000),
             "currency": "USD",
             "closing_at": _utc("2020-12-01T00:00:00"),
             "notes": "We are interested in deploying Microsoft 365 and are looking forsupport "
@@ -153,7 +153,7 @@ def test_backfill_stores_every_field_of_every_document(engine: Engine) -> None:
                 f"{table} of {referral_id}"
             )
     with engine.connect() as conn:
-        payloads = dict(
+        payloads: dict[str, Any] = dict(
             conn.execute(sa.select(TABLES["referrals"].c.id, TABLES["referrals"].c.payload)).all()
         )
     for referral_id in box.ids:

@@ -73,7 +73,7 @@ def test_backfill_with_a_bad_document_and_a_bad_line_exits_1(
     assert f"ids.txt:{len(box.ids) + 1}: not a referral id: 'not/an/id'" in err
     engine = sa.create_engine(env)
     with engine.connect() as conn:
-        error = conn.execute(
+        error: str = conn.execute(
             sa.text("SELECT last_error FROM sync_state WHERE referral_id = :i"), {"i": box.ids[3]}
         ).scalar_one()
     assert "not valid JSON" in error
@@ -197,7 +197,7 @@ def _cli_process(
     args: list[str], tmp_path: Path, **kwargs: object
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRALS_ETL_")}
-    return subprocess.run(
+    done: subprocess.CompletedProcess[str] = subprocess.run(
         [sys.executable, "-m", "etl", *args],
         capture_output=True,
         text=True,
@@ -206,6 +206,7 @@ def _cli_process(
         timeout=120,
         **kwargs,  # type: ignore[call-overload]
     )
+    return done
 
 
 def test_files_as_people_make_them_are_one_line_exit_2(tmp_path: Path) -> None:

@@ -133,6 +133,8 @@ def test_sigterm_ends_the_run_within_the_request_deadline(tmp_path: Path, mode: 
     assert "run the same backfill again to finish" in err
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'd.db'}")
     with engine.connect() as conn:
-        statuses = conn.execute(sa.text("select status from sync_runs")).scalars().all()
+        statuses: list[object] = list(
+            conn.execute(sa.text("select status from sync_runs")).scalars()
+        )
     engine.dispose()
     assert statuses == ["interrupted"]

@@ -475,7 +475,7 @@ def test_the_image_is_multi_stage_slim_and_non_root() -> None:
     bases = []
     for stage in stages[1:]:
         base = stage[0][1].split()[0]
-        bases.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base))
+        bases.append(re.sub(r"\$\{(\w+)\}", lambda m: args[str(m.group(1))], base))
     assert len(stages) - 1 >= 2, "builder and final stages"
     # Pinned to a patch release and a Debian release (optionally a digest), the same for both
     # stages (the virtualenv's interpreter path must be valid in the final image).
@@ -569,7 +569,7 @@ def test_the_build_context_is_what_the_dockerfile_copies() -> None:
     ]
     assert patterns[0] == "**"
     allowed = {p[1:] for p in patterns if p.startswith("!")}
-    sources = set()
+    sources: set[str] = set()
     for keyword, rest in _dockerfile_instructions():
         if keyword == "COPY" and not rest.startswith("--from"):
             sources.update(part.rstrip("*") for part in rest.split()[:-1])

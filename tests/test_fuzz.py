@@ -152,8 +152,8 @@ def test_any_body_fails_or_stores_only_its_own_referral(fuzz_url: str, body: byt
         c = report.counts
         assert c.created + c.updated + c.unchanged + c.failed == len(_BOX.ids)
         with engine.connect() as conn:
-            stored = set(conn.execute(sa.text("select id from referrals")).scalars())
-            error = conn.execute(
+            stored: set[str] = set(conn.execute(sa.text("select id from referrals")).scalars())
+            error: str | None = conn.execute(
                 sa.text("select last_error from sync_state where referral_id = :i"),
                 {"i": _VICTIM},
             ).scalar_one()

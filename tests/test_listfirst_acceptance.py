@@ -34,7 +34,7 @@ def _stored(engine: Engine) -> dict[str, dict[str, list[dict[str, Any]]]]:
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for table in ("referrals", *CHILD_TABLES):
         for row in rows_of(engine, table):
-            key = row.get("referral_id", row.get("id"))
+            key = str(row.get("referral_id", row.get("id")))
             clean = normalise({k: v for k, v in row.items() if k not in SKIP})
             out.setdefault(key, {}).setdefault(table, []).append(clean)
     return out
@@ -48,7 +48,7 @@ def _payloads(engine: Engine) -> dict[str, Any]:
     referrals = TABLES["referrals"]
     with engine.connect() as conn:
         rows = conn.execute(sa.select(referrals.c.id, referrals.c.payload)).all()
-    return {i: json.loads(p) if isinstance(p, str) else p for i, p in rows}
+    return {str(i): json.loads(p) if isinstance(p, str) else p for i, p in rows}
 
 
 @pytest.mark.parametrize("listed_etag", [True, False], ids=["listed-etag", "no-listed-etag"])
