@@ -139,6 +139,7 @@ EXAMPLES = int(os.environ.get("REFERRALS_ETL_TEST_FUZZ_EXAMPLES", "80"))
 )
 @given(body=bodies)
 def test_any_body_fails_or_stores_only_its_own_referral(fuzz_url: str, body: bytes) -> None:
+    """Whatever bytes one referral's answer holds, they fail at most that referral, in one line."""
     engine = db.create_engine_for(fuzz_url)
     try:
         rec = _BOX.record(_VICTIM)
@@ -159,7 +160,8 @@ def test_any_body_fails_or_stores_only_its_own_referral(fuzz_url: str, body: byt
             ).scalar_one()
         assert set(_OTHERS) <= stored
         if reason is not None:
-            assert error is not None and "\n" not in error
+            assert error is not None
+            assert "\n" not in error
         else:
             assert _VICTIM in stored
     finally:
