@@ -654,7 +654,7 @@ def test_no_token_or_secret_is_ever_written_anywhere(
     def step(*args: str, expect: int = 0) -> None:
         code, out, err = run_cli(*args, "-vv")
         outputs.extend([out, err])
-        assert code == expect, err
+        assert expect == code, err
 
     step("backfill", str(run_cli.ids))
     run_cli.idp.expire_access_tokens()  # the API refuses the cached token: a 401, one refresh
@@ -740,7 +740,7 @@ def test_cli_login_during_an_outage_keeps_the_cache(run_cli: Cli) -> None:
     code, _out, err = run_cli("auth", "login")
     assert code == 4
     assert "the identity provider could not be reached" in one_error_line(err)
-    assert run_cli.cache.read_bytes() == before
+    assert before == run_cli.cache.read_bytes()
 
 
 def test_schedule_keeps_going_after_an_identity_provider_outage(

@@ -191,8 +191,8 @@ def test_unchanged_second_backfill_writes_nothing(engine: Engine) -> None:
             for _, path, _, headers in box.requests
         }
         assert sent == etags  # If-None-Match with the stored eTag for every id
-        assert _snapshot(engine) == before
-        assert rows_of(engine, "referral_history") == history_before
+        assert before == _snapshot(engine)
+        assert history_before == rows_of(engine, "referral_history")
     checked = [r["last_checked_at"] for r in rows_of(engine, "referrals")]
     assert all(
         c > before[1][r["id"]] for c, r in zip(checked, rows_of(engine, "referrals"), strict=True)
@@ -233,7 +233,7 @@ def test_changed_referrals_are_updated_with_one_history_version_each(engine: Eng
     for table in CHILD_TABLES:
         unchanged_before = [r for r in children_before[table] if r["referral_id"] not in changed]
         unchanged_after = [r for r in rows_of(engine, table) if r["referral_id"] not in changed]
-        assert unchanged_after == unchanged_before
+        assert unchanged_before == unchanged_after
 
 
 def test_a_not_found_referral_is_marked_deleted_until_it_returns(engine: Engine) -> None:
@@ -377,4 +377,4 @@ def test_a_dry_run_writes_nothing(sqlite_engine: Engine) -> None:
     report = backfill(sqlite_engine, box, dry_run=True)
     assert (report.counts.created, report.counts.updated, report.counts.unchanged) == (10, 2, 3)
     assert report.requests == 15
-    assert count_rows(sqlite_engine) == before
+    assert before == count_rows(sqlite_engine)

@@ -71,7 +71,7 @@ def test_retry_after_is_capped_by_the_setting() -> None:
     assert result.outcome is Outcome.FETCHED  # type: ignore[attr-defined]
     for header, want in [("999999", 7.0), ("nan", 7.0), ("2", 2.0), ("-5", 0.0), ("soon", None)]:
         response = httpx.Response(429, headers={"Retry-After": header})
-        assert _retry_after(response, 7.0) == want
+        assert want == _retry_after(response, 7.0)
 
 
 def test_a_stop_ends_a_retry_after_pause_at_once() -> None:

@@ -197,7 +197,7 @@ def test_mask_hides_every_shape_of_secret() -> None:
         "nothing secret here": "nothing secret here",
     }
     for text, want in cases.items():
-        assert mask(text) == want
+        assert want == mask(text)
 
 
 def test_a_document_the_flattening_cannot_read_fails_alone(engine: Engine) -> None:

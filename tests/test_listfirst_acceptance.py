@@ -81,7 +81,7 @@ def test_list_first_syncs_cost_only_list_requests(engine: Engine, listed_etag: b
                 want = [normalise(r) for r in rows]
                 if table == "referrals" and not listed_etag:
                     want[0]["etag"] = None  # the listing sent none
-                assert stored[referral_id].get(table, []) == want, f"{table} of {referral_id}"
+                assert want == stored[referral_id].get(table, []), f"{table} of {referral_id}"
             listed = (
                 document
                 if listed_etag
