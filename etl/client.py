@@ -285,7 +285,7 @@ class ReferralsClient:
             return FetchResult(referral_id, Outcome.FAILED, source, error=mask(str(exc)))
         except (AuthError, ApiUnavailableError, StopRequested):
             raise
-        except Exception as exc:  # anything else an answer can cause fails only this id
+        except Exception as exc:  # noqa: BLE001 - anything else an answer causes fails only this id
             log.warning("referral %s: unexpected %s", referral_id, exc.__class__.__name__)
             reason = " ".join(mask(str(exc)).split())[:200]
             error = f"the request failed ({exc.__class__.__name__}: {reason})"

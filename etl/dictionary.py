@@ -94,8 +94,10 @@ def _keys(table: Table, column: Column[object]) -> str:
     keys = []
     if column.primary_key:
         keys.append("PK")
-    for fk in sorted(column.foreign_keys, key=lambda f: f.target_fullname):
-        keys.append(f"FK → `{fk.target_fullname}`")
+    keys.extend(
+        f"FK → `{fk.target_fullname}`"
+        for fk in sorted(column.foreign_keys, key=lambda f: f.target_fullname)
+    )
     if any(column.name in index.columns for index in table.indexes):
         keys.append("indexed")
     return ", ".join(keys)

@@ -130,7 +130,7 @@ def setup_logging(fmt: str = "text", verbose: int = 0, stream: IO[str] | None = 
     for old in list(root.handlers):
         if getattr(old, "_referrals_etl", False):
             root.removeHandler(old)
-    handler._referrals_etl = True  # type: ignore[attr-defined]
+    handler._referrals_etl = True  # type: ignore[attr-defined]  # noqa: SLF001 - our own marker
     root.addHandler(handler)
     root.setLevel(
         logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING

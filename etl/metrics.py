@@ -202,7 +202,7 @@ def push_metrics(report: SyncReport, url: str, group: dict[str, str] | None = No
             grouping_key=group or {},
             timeout=PUSH_TIMEOUT_SECONDS,
         )
-    except Exception as exc:  # a push is best effort: URLError, OSError, HTTP errors, bad URLs
+    except Exception as exc:  # noqa: BLE001 - a push is best effort: URLError, OSError, HTTP, bad URL
         log.warning(
             "could not push metrics to %s (%s); the run itself is not affected",
             redact_url(url),

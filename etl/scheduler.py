@@ -150,7 +150,7 @@ class _Runner:
         if report is not None and self.on_report is not None:
             try:
                 self.on_report(report)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a failed report must not stop the schedule
                 log.error(
                     "could not report the run: %s: %s",
                     exc.__class__.__name__,

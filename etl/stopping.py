@@ -61,7 +61,7 @@ class StopRequest:
                 loop.call_soon_threadsafe(event.set)
         return first
 
-    async def wait(self, timeout: float | None = None) -> bool:
+    async def wait(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - as Event.wait
         """Wait until a stop is requested or ``timeout`` passes; True when stopping."""
         if self._set:
             return True

@@ -222,7 +222,7 @@ def _write(conn: Connection, results: Sequence[FetchResult], settings: SyncSetti
         if result.outcome is Outcome.FETCHED and result.document is not None:
             try:
                 flat = flatten_referral(result.document, result.etag, result.raw)
-            except Exception as exc:  # whatever a document holds fails only that referral
+            except Exception as exc:  # noqa: BLE001 - whatever a document holds fails only it
                 error = f"the document could not be read into rows ({_one_line(exc)})"
         if flat is not None:
             counts.fetched += 1

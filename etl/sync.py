@@ -354,7 +354,7 @@ class Pipeline:
                     fetching.create_task(self.feed(ids), name="feeder")
                     for n in range(self.fetchers):
                         fetching.create_task(self.fetch(), name=f"fetcher-{n}")
-            except Exception as exc:  # the fetch side failed: commit what it fetched, then raise
+            except Exception as exc:  # noqa: BLE001 - fetch side failed: commit what it fetched, raise
                 fetch_failure = exc
             await self.results.put(None)  # the writer is alive (else this task is cancelled)
         if fetch_failure is not None:
@@ -551,7 +551,7 @@ async def _run(
                         beat.cancel()
             finally:
                 _collect(report, client.stats)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - every ending is recorded; _ending picks what to raise
         error = _unwrap(exc)
     report.seconds = time.perf_counter() - started
     report.status, raised = _ending(engine, report, error, options.stop)

@@ -84,15 +84,18 @@ def load_queries(path: Path = QUERIES_SQL) -> dict[str, Query]:
     blocks = re.split(r"^-- name: *(.*)$", path.read_text("utf-8"), flags=re.MULTILINE)
     for name, body in zip(blocks[1::2], blocks[2::2], strict=True):
         first, _, rest = body.strip("\n").partition("\n")
-        assert first.startswith("-- ") and len(first) > 3, f"{name}: no one-line comment"
+        assert first.startswith("-- "), f"{name}: no one-line comment"
+        assert len(first) > 3, f"{name}: no one-line comment"
         sql = rest.strip()
         assert name.strip() not in queries, f"duplicate query name {name}"
-        assert sql.endswith(";") and sql.count(";") == 1, f"{name}: not exactly one statement"
+        assert sql.endswith(";"), f"{name}: not exactly one statement"
+        assert sql.count(";") == 1, f"{name}: not exactly one statement"
         queries[name.strip()] = Query(name.strip(), first[3:], sql[:-1])
     return queries
 
 
 def test_queries_file_holds_at_least_ten_named_statements() -> None:
+    """docs/queries.sql holds ten or more named, portable statements, one comment line each."""
     queries = load_queries()
     assert len(queries) >= 10
     assert all(re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name) for name in queries)
@@ -366,7 +369,8 @@ def expected_changes(known: Known) -> list[dict[str, Any]]:
                 api = spell[3] is not None and updated is not None
                 start = spell[3] if api else spell[2]
                 end = updated if api else version.seen
-                assert start is not None and end is not None
+                assert start is not None
+                assert end is not None
                 micros = _micros(start, end)
                 out.append(
                     {
@@ -407,7 +411,7 @@ def _none_last(value: Any) -> tuple[bool, Any]:
 
 
 def _won(row: dict[str, Any]) -> bool:
-    return row["status"] == "Closed" and row["substatus"] == "Won"
+    return bool(row["status"] == "Closed" and row["substatus"] == "Won")
 
 
 @dataclass
@@ -598,7 +602,8 @@ class Expectations:
         outcomes = Counter(r["outcome"] for r in rows)
         accepted = [r for r in rows if r["status"] == "Active" or r["outcome"] in ("won", "lost")]
         counts = [len(rows), len(accepted), *(outcomes[o] for o in OUTCOME_OF.values())]
-        assert outcomes["won"] + outcomes["lost"] <= len(accepted) and outcomes["declined"]
+        assert outcomes["won"] + outcomes["lost"] <= len(accepted)
+        assert outcomes["declined"]
         stages = ["received", "accepted", *OUTCOME_OF.values()]
         return Answer(
             ["step", "stage", "referrals"],
@@ -784,7 +789,10 @@ def _view_answer(view: View, rows: list[dict[str, Any]]) -> Answer:
 # The views and queries on each database --------------------------------------------------------
 
 
-def test_every_query_and_view_answers_what_the_documents_say(engine: Engine) -> None:
+def test_every_query_answers_what_the_documents_say(
+    engine: Engine,
+) -> None:
+    """Each query and view gives the rows worked out independently from the sandbox documents."""
     known = load_known(engine)
     expectations = Expectations(known, datetime.now(UTC))
     results = run_all(engine, expectations)
@@ -795,7 +803,8 @@ def test_every_query_and_view_answers_what_the_documents_say(engine: Engine) -> 
         assert_rows(results[name], answer(), f"{where}: {name}")
     overview = _view_answer(REFERRAL_OVERVIEW_V2, expectations.overview)
     assert_rows(results[REFERRAL_OVERVIEW_V2.name], overview, f"{where}: referral_overview")
-    assert len(overview.rows) == 58 and not set(known.deleted) & {r[0] for r in overview.rows}
+    assert len(overview.rows) == 58
+    assert not set(known.deleted) & {r[0] for r in overview.rows}
     changes = _view_answer(REFERRAL_STATUS_CHANGES_V2, expectations.changes)
     assert_rows(results[REFERRAL_STATUS_CHANGES_V2.name], changes, f"{where}: status changes")
     assert {c["time_source"] for c in expectations.changes} == {"api"}  # the sandbox sends them
@@ -816,9 +825,10 @@ def _status_paths(changes: list[dict[str, Any]]) -> dict[str, list[tuple[Any, An
 
 @pytest.mark.postgres
 @pytest.mark.mariadb
-def test_every_query_and_view_gives_the_same_answer_on_all_three_databases(
+def test_every_query_gives_the_same_answer_on_all_three_databases(
     database_urls: dict[str, str | Exception], tmp_path: Path
 ) -> None:
+    """PostgreSQL and MariaDB return the same columns and rows as SQLite for each query."""
     results = {}
     for dialect in ("sqlite", "postgres", "mariadb"):
         engine = make_engine(dialect, database_urls, tmp_path)
@@ -871,7 +881,7 @@ _NO_API_TIMES: list[dict[str, Any]] = [
         "to_substatus": "Won",
         "previous_changed_at": _T0,
         "changed_at": _T0 + timedelta(seconds=1),
-        "seconds_in_previous": Decimal("1"),
+        "seconds_in_previous": Decimal(1),
         "days_in_previous": Decimal("0.000011"),
     },
     {
@@ -883,7 +893,7 @@ _NO_API_TIMES: list[dict[str, Any]] = [
         "previous_changed_at": _T0,
         "changed_at": _ACTIVE_AT,
         "seconds_in_previous": Decimal("432000.000001"),
-        "days_in_previous": Decimal("5"),
+        "days_in_previous": Decimal(5),
     },
     {
         "referral_id": "r-nac",
@@ -904,7 +914,7 @@ _NO_API_TIMES: list[dict[str, Any]] = [
         "to_substatus": None,
         "previous_changed_at": _T0,
         "changed_at": _T0 + timedelta(minutes=1),
-        "seconds_in_previous": Decimal("60"),
+        "seconds_in_previous": Decimal(60),
         "days_in_previous": Decimal("0.000694"),
     },
     {
@@ -915,7 +925,7 @@ _NO_API_TIMES: list[dict[str, Any]] = [
         "to_substatus": "Received",
         "previous_changed_at": _T0,
         "changed_at": _T0 + timedelta(hours=1),
-        "seconds_in_previous": Decimal("3600"),
+        "seconds_in_previous": Decimal(3600),
         "days_in_previous": Decimal("0.041666"),
     },
 ]
@@ -956,7 +966,7 @@ def test_new_active_closed_gives_two_changes_with_exact_durations(engine: Engine
     ids = {r["history_id"] for r in found}
     with engine.connect() as conn:
         history = TABLES["referral_history"]
-        closing = conn.execute(
+        closing: int = conn.execute(
             sa.select(history.c.id).where(
                 history.c.referral_id == "r-nac", history.c.valid_from == closed_at
             )
@@ -964,7 +974,8 @@ def test_new_active_closed_gives_two_changes_with_exact_durations(engine: Engine
     assert closing in ids
 
 
-def test_overview_lists_follow_position_and_leave_out_deleted_referrals(engine: Engine) -> None:
+def test_overview_lists_keep_position_order_without_deleted_referrals(engine: Engine) -> None:
+    """The overview's lists follow each item's position and never show a deleted referral."""
     now = datetime(2026, 3, 1, tzinfo=UTC)
     base = {"payload": {}, "first_seen_at": now, "last_changed_at": now, "last_checked_at": now}
     requirement = TABLES["referral_requirements"]
@@ -1034,6 +1045,7 @@ _KIND_TYPES: dict[str, type[sa.types.TypeEngine[Any]]] = {
 
 
 def test_views_have_exactly_the_described_columns(engine: Engine) -> None:
+    """Each view has exactly the columns its description lists, with the described types."""
     inspector = sa.inspect(engine)
     assert set(inspector.get_view_names()) >= {v.name for v in VIEWS}
     for view in VIEWS:
@@ -1048,6 +1060,7 @@ def test_views_have_exactly_the_described_columns(engine: Engine) -> None:
             assert isinstance(kind, _KIND_TYPES[column.kind]), (view.name, column.name, kind)
             if column.kind in ("money", "duration", "rate"):
                 scale = {"money": 4, "duration": 6, "rate": 10}[column.kind]
+                assert isinstance(kind, sa.Numeric), (view.name, column.name, kind)
                 assert kind.scale == scale, (view.name, column.name, kind)
 
 
@@ -1058,9 +1071,10 @@ def test_views_have_exactly_the_described_columns(engine: Engine) -> None:
         pytest.param("mariadb", marks=pytest.mark.mariadb),
     ],
 )
-def test_table_and_column_comments_are_in_the_catalog(
+def test_every_model_comment_is_in_the_catalog(
     dialect: str, database_urls: dict[str, str | Exception], tmp_path: Path
 ) -> None:
+    """The database catalog carries each table's, view's and column's comment from the models."""
     engine = make_engine(dialect, database_urls, tmp_path)
     try:
         inspector = sa.inspect(engine)
@@ -1084,7 +1098,8 @@ def test_models_match_the_migrated_database(engine: Engine) -> None:
     db.check_models_match(engine)
 
 
-def test_migrations_round_trip_drops_and_recreates_the_views(engine: Engine) -> None:
+def test_a_migration_round_trip_recreates_the_views(engine: Engine) -> None:
+    """Down to 0001 and back up to head leaves every view in place and queryable."""
     names = {v.name for v in VIEWS}
     assert db.current_revision(engine) == db.head_revision()
     try:
@@ -1119,6 +1134,7 @@ def test_migrations_round_trip_drops_and_recreates_the_views(engine: Engine) -> 
 
 
 def test_committed_data_dictionary_is_up_to_date() -> None:
+    """docs/data-dictionary.md is exactly what the models render today."""
     committed = DICTIONARY_MD.read_text("utf-8") if DICTIONARY_MD.exists() else ""
     assert committed == render_data_dictionary(), (
         "docs/data-dictionary.md is out of date: run `referrals-etl db docs`"
@@ -1139,9 +1155,10 @@ def test_data_dictionary_changes_when_the_models_change() -> None:
     assert f"{row} details.winProbability |" in changed
 
 
-def test_data_dictionary_describes_every_table_view_and_column() -> None:
+def test_data_dictionary_describes_every_column() -> None:
+    """The data dictionary gives every table, view and column its comment."""
     text = render_data_dictionary()
-    sections = dict(re.findall(r"^### `(\w+)`\n(.*?)(?=^### |\Z)", text, re.M | re.S))
+    sections = dict(re.findall(r"^### `(\w+)`\n(.*?)(?=^### |\Z)", text, re.MULTILINE | re.DOTALL))
     assert list(sections) == [*TABLES, *(v.name for v in VIEWS)]
     for table in TABLES.values():
         assert str(table.comment) in sections[table.name]
@@ -1151,14 +1168,15 @@ def test_data_dictionary_describes_every_table_view_and_column() -> None:
             )
             assert line.endswith(f" {column.comment} |"), line
     for view in VIEWS:
-        for column in view.columns:
-            assert f"| `{column.name}` |" in sections[view.name]
-            assert column.comment in sections[view.name]
+        for view_column in view.columns:
+            assert f"| `{view_column.name}` |" in sections[view.name]
+            assert view_column.comment in sections[view.name]
 
 
 def test_querying_guide_examples_are_statements_of_queries_sql() -> None:
+    """Each SQL example in the querying guide is the same statement as in docs/queries.sql."""
     guide = (ROOT / "docs" / "querying.md").read_text("utf-8")
-    examples = re.findall(r"```sql\n(.*?)```", guide, re.S)
+    examples = re.findall(r"```sql\n(.*?)```", guide, re.DOTALL)
     assert len(examples) >= 2
     queries = load_queries()
     for example in examples:

@@ -35,7 +35,9 @@ def _layers() -> dict[str, int]:
     section = TEXT.split("## Layers", 1)[1].split("\n## ", 1)[0]
     layer_of: dict[str, int] = {}
     twice = TWICE
-    for number, paths in re.findall(r"^(\d)\. [^:]+:((?:.|\n(?!\d\. |\n))*)", section, re.M):
+    for number, paths in re.findall(
+        r"^(\d)\. [^:]+:((?:.|\n(?!\d\. |\n))*)", section, re.MULTILINE
+    ):
         for named in re.findall(r"`(etl/[^`]*)`", paths):
             target = ROOT / named
             files = sorted(target.rglob("*.py")) if target.is_dir() else [target]

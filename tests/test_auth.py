@@ -94,8 +94,8 @@ def _restore_process_state() -> Iterator[None]:
     root_handlers, root_level = list(root.handlers), root.level
     levels = {name: logging.getLogger(name).level for name in NOISY}
     yield
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
+    for signum, previous in handlers.items():
+        signal.signal(signum, previous)
     for handler in list(root.handlers):
         if handler not in root_handlers:
             root.removeHandler(handler)
@@ -178,9 +178,10 @@ class ExpireAfter(httpx.AsyncBaseTransport):
 # -- mode refresh_token --------------------------------------------------------------------------
 
 
-def test_refresh_token_mode_redeems_once_caches_and_persists_the_rotated_token(
+def test_refresh_token_mode_persists_the_rotated_token(
     idp: FakeIdP, sandbox: Sandbox, engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
+    """The refresh token the server rotates is kept, and only in a 0600 cache file."""
     settings = secret_settings(idp, tmp_path, db_url)
     configured = settings.auth.refresh_token
     assert configured is not None
@@ -188,7 +189,8 @@ def test_refresh_token_mode_redeems_once_caches_and_persists_the_rotated_token(
     report = run(settings, engine, sandbox)
     assert (report.counts.created, report.counts.failed) == (20, 0)
     [grant] = idp.token_requests()
-    assert grant.grant_type == "refresh_token" and grant.client_secret_sent
+    assert grant.grant_type == "refresh_token"
+    assert grant.client_secret_sent
     assert grant.scope is not None
     assert grant.scope.split().count("https://api.partner.microsoft.com/.default") == 1
     assert sandbox.stats.by_status.get(401, 0) == 0
@@ -203,13 +205,15 @@ def test_refresh_token_mode_redeems_once_caches_and_persists_the_rotated_token(
 
     # A second run (a new process: new provider, cache read from disk) asks the IdP nothing.
     report = run(settings, engine, sandbox)
-    assert report.counts.failed == 0 and report.ids_total == 20
+    assert report.counts.failed == 0
+    assert report.ids_total == 20
     assert len(idp.token_requests()) == 1
 
 
 def test_short_lived_access_token_is_renewed_with_the_cached_rotated_refresh_token(
     idp: FakeIdP, sandbox: Sandbox, engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
+    """A later run renews its access token with the cached rotated refresh token."""
     idp.access_token_lifetime = 200  # under MSAL's 5-minute margin: stale on the next run
     settings = secret_settings(idp, tmp_path, db_url)
     assert run(settings, engine, sandbox).counts.created == 20
@@ -218,16 +222,19 @@ def test_short_lived_access_token_is_renewed_with_the_cached_rotated_refresh_tok
     report = run(settings, engine, sandbox)
     assert report.counts.failed == 0
     grants = idp.token_requests("refresh_token")
-    assert len(grants) == 2 and all(g.status == 200 for g in grants)
+    assert len(grants) == 2
+    assert all(g.status == 200 for g in grants)
     # The second grant redeemed the rotated token from the cache (the configured one would
     # have been refused with AADSTS70008), and the cache now holds the next rotation.
     new = cached_refresh_tokens(settings)
-    assert new == idp.live_refresh_tokens() and not new & rotated
+    assert new == idp.live_refresh_tokens()
+    assert not new & rotated
 
 
 def test_access_token_expiring_mid_run_costs_one_refresh(
     idp: FakeIdP, sandbox: Sandbox, engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
+    """An access token rejected mid-run (401) is refreshed once and the run completes."""
     settings = secret_settings(idp, tmp_path, db_url)
     transport = ExpireAfter(httpx.ASGITransport(app=sandbox.app), 6, idp)
     report = run(settings, engine, sandbox, transport)
@@ -272,6 +279,7 @@ def test_two_processes_sharing_the_cache_redeem_the_refresh_token_once(
 def test_login_in_refresh_token_mode_seeds_the_cache(
     idp: FakeIdP, sandbox: Sandbox, engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
+    """`auth login` in refresh-token mode fills the cache the runs use; logout empties it."""
     settings = secret_settings(idp, tmp_path, db_url)
     printed: list[str] = []
     login(settings, printed.append)
@@ -286,9 +294,10 @@ def test_login_in_refresh_token_mode_seeds_the_cache(
     assert not cached_refresh_tokens(settings)
 
 
-def test_certificate_credential(
+def test_a_certificate_credential_signs_in_without_a_secret(
     idp: FakeIdP, sandbox: Sandbox, engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
+    """A certificate credential signs in with a client assertion, never a secret."""
     pem = idp.use_certificate(tmp_path)
     settings = auth_settings(
         idp,
@@ -299,7 +308,8 @@ def test_certificate_credential(
     )
     assert run(settings, engine, sandbox).counts.created == 20
     [grant] = idp.token_requests()
-    assert grant.client_assertion_sent and not grant.client_secret_sent
+    assert grant.client_assertion_sent
+    assert not grant.client_secret_sent
 
     # A certificate the app registration does not know: refused, explained.
     idp.use_certificate(tmp_path / "..")  # registers another certificate
@@ -311,6 +321,7 @@ def test_certificate_credential(
 def test_missing_settings_are_config_errors_naming_the_variable(
     idp: FakeIdP, db_url: str, tmp_path: Path
 ) -> None:
+    """Each missing auth setting is a configuration error naming its variable."""
     with pytest.raises(ConfigError, match="REFERRALS_ETL_AUTH_CLIENT_SECRET"):
         build_auth(auth_settings(idp, tmp_path, db_url, refresh_token=Secret("x")))
     with pytest.raises(ConfigError, match="REFERRALS_ETL_AUTH_REFRESH_TOKEN"):
@@ -327,9 +338,10 @@ def test_missing_settings_are_config_errors_naming_the_variable(
 # -- mode device_code ----------------------------------------------------------------------------
 
 
-def test_device_code_login_then_silent_runs_status_and_logout(
+def test_a_device_code_sign_in_serves_later_runs_silently(
     idp: FakeIdP, sandbox: Sandbox, engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
+    """After a device-code sign-in, runs, status and logout need no further interaction."""
     settings = auth_settings(idp, tmp_path, db_url, mode="device_code")
     with pytest.raises(AuthError, match=r"referrals-etl auth login"):
         build_auth(settings)  # not signed in yet
@@ -352,7 +364,8 @@ def test_device_code_login_then_silent_runs_status_and_logout(
     idp.expire_access_tokens()
     assert run(settings, engine, sandbox).counts.failed == 0
     [refresh] = idp.token_requests("refresh_token")
-    assert refresh.status == 200 and not refresh.client_secret_sent
+    assert refresh.status == 200
+    assert not refresh.client_secret_sent
 
     status = describe_status(settings)
     assert "account: integration@contoso.example" in status
@@ -371,6 +384,7 @@ def test_device_code_login_then_silent_runs_status_and_logout(
 def test_device_code_revoked_sign_in_asks_for_login(
     idp: FakeIdP, sandbox: Sandbox, engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
+    """A revoked device-code sign-in is one line naming AADSTS700082 and `auth login`."""
     settings = auth_settings(idp, tmp_path, db_url, mode="device_code")
     login(settings, lambda _line: None)
     idp.revoke_refresh_tokens()
@@ -378,11 +392,15 @@ def test_device_code_revoked_sign_in_asks_for_login(
     with pytest.raises(AuthError) as caught:
         run(settings, engine, sandbox)
     message = str(caught.value)
-    assert "AADSTS700082" in message and "run `referrals-etl auth login`" in message
+    assert "AADSTS700082" in message
+    assert "run `referrals-etl auth login`" in message
     assert "\n" not in message
 
 
-def test_device_code_expiry_decline_and_cancel(idp: FakeIdP, db_url: str, tmp_path: Path) -> None:
+def test_an_unfinished_device_code_sign_in_writes_no_cache(
+    idp: FakeIdP, db_url: str, tmp_path: Path
+) -> None:
+    """An expired, declined or cancelled device-code sign-in is an AuthError and leaves no cache."""
     settings = auth_settings(idp, tmp_path, db_url, mode="device_code")
     idp.pending_polls = 1000  # nobody ever signs in
 
@@ -414,9 +432,10 @@ def test_device_code_expiry_decline_and_cancel(idp: FakeIdP, db_url: str, tmp_pa
 # -- mode access_token ---------------------------------------------------------------------------
 
 
-def test_access_token_mode(
+def test_access_token_mode_never_calls_the_identity_provider(
     idp: FakeIdP, sandbox: Sandbox, engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
+    """A given access token is used as is: no identity-provider request."""
     idp.valid_access_tokens.add("static-token-from-elsewhere")
     settings = auth_settings(
         idp,
@@ -515,44 +534,56 @@ def one_error_line(err: str) -> str:
     return lines[0]
 
 
-def test_cli_backfill_status_and_logout(run_cli: Cli) -> None:
+def test_cli_commands_share_one_token_cache(run_cli: Cli) -> None:
+    """backfill, auth status and auth logout from the command line all use the one token cache."""
     code, out, _err = run_cli.backfill()
-    assert code == 0 and "20 ids: 20 created" in out
+    assert code == 0
+    assert "20 ids: 20 created" in out
     code, out, _err = run_cli("auth", "status")
     assert code == 0
-    assert "mode: refresh_token" in out and "account: integration@contoso.example" in out
+    assert "mode: refresh_token" in out
+    assert "account: integration@contoso.example" in out
     assert "token cache: " + str(run_cli.cache) + " (mode 0600)" in out
     code, out, _err = run_cli("auth", "logout")
-    assert code == 0 and "signed out integration@contoso.example" in out
+    assert code == 0
+    assert "signed out integration@contoso.example" in out
 
 
 def test_cli_wrong_client_secret_exits_3(run_cli: Cli) -> None:
+    """A wrong client secret exits 3 with one line naming the secret's variable."""
     run_cli.monkeypatch.setenv("REFERRALS_ETL_AUTH_CLIENT_SECRET", "not-the-secret")
     code, _out, err = run_cli.backfill()
     assert code == 3
     line = one_error_line(err)
-    assert "AADSTS7000215" in line and "client secret is wrong or expired" in line
+    assert "AADSTS7000215" in line
+    assert "client secret is wrong or expired" in line
     assert "REFERRALS_ETL_AUTH_CLIENT_SECRET" in line
 
 
 def test_cli_revoked_refresh_token_exits_3(run_cli: Cli) -> None:
+    """A revoked refresh token exits 3 with one line naming the refresh token's variable."""
     run_cli.idp.revoke_refresh_tokens()
     code, _out, err = run_cli.backfill()
     assert code == 3
     line = one_error_line(err)
-    assert "AADSTS700082" in line and "expired or was revoked" in line
+    assert "AADSTS700082" in line
+    assert "expired or was revoked" in line
     assert "REFERRALS_ETL_AUTH_REFRESH_TOKEN" in line
 
 
 def test_cli_missing_role_exits_3(run_cli: Cli, sandbox: Sandbox) -> None:
+    """A 403 for a missing Partner Center role exits 3 naming the roles needed."""
     sandbox.faults.forbidden = True
     code, _out, err = run_cli.backfill()
     assert code == 3
     line = one_error_line(err)
-    assert "403" in line and "Referrals Admin" in line and "Referrals User" in line
+    assert "403" in line
+    assert "Referrals Admin" in line
+    assert "Referrals User" in line
 
 
 def test_cli_missing_secret_exits_2(run_cli: Cli) -> None:
+    """A missing client secret exits 2 (configuration) before any request."""
     run_cli.monkeypatch.delenv("REFERRALS_ETL_AUTH_CLIENT_SECRET")
     code, _out, err = run_cli.backfill()
     assert code == 2
@@ -576,15 +607,19 @@ def test_cli_missing_secret_exits_2(run_cli: Cli) -> None:
 def test_cli_identity_provider_errors_in_one_line(
     run_cli: Cli, error: str, code: int, expected: str
 ) -> None:
+    """Each AADSTS error is one explained line without the trace id or JSON."""
     run_cli.idp.next_token_error = (error, code)
     exit_code, _out, err = run_cli.backfill()
     assert exit_code == 3
     line = one_error_line(err)
-    assert f"AADSTS{code}" in line and expected in line
-    assert "Trace ID" not in line and "{" not in line
+    assert f"AADSTS{code}" in line
+    assert expected in line
+    assert "Trace ID" not in line
+    assert "{" not in line
 
 
 def test_cli_unknown_tenant_exits_3(run_cli: Cli) -> None:
+    """An unknown tenant exits 3 with one line naming the tenant."""
     run_cli.monkeypatch.setenv("REFERRALS_ETL_AUTH_TENANT_ID", "nobody.onmicrosoft.com")
     code, _out, err = run_cli.backfill()
     assert code == 3
@@ -606,19 +641,20 @@ def test_cli_untrusted_identity_provider_certificate_exits_3_without_retrying(
     assert not [r for r in caplog.records if "retrying in" in r.getMessage()]
 
 
-def test_no_token_or_secret_in_logs_output_or_database(
+def test_no_token_or_secret_is_ever_written_anywhere(
     run_cli: Cli,
     caplog: pytest.LogCaptureFixture,
     sandbox: Sandbox,
     engine: Engine,
 ) -> None:
+    """No token or secret value appears in the logs (even at DEBUG), the output or the database."""
     caplog.set_level(logging.DEBUG)
     outputs: list[str] = []
 
     def step(*args: str, expect: int = 0) -> None:
         code, out, err = run_cli(*args, "-vv")
         outputs.extend([out, err])
-        assert code == expect, err
+        assert expect == code, err
 
     step("backfill", str(run_cli.ids))
     run_cli.idp.expire_access_tokens()  # the API refuses the cached token: a 401, one refresh
@@ -652,7 +688,8 @@ def test_no_token_or_secret_in_logs_output_or_database(
             for table in sa.inspect(engine).get_table_names()
             for row in conn.execute(sa.text(f'SELECT * FROM "{table}"'))
         )
-    assert "20 ids" in "\n".join(outputs) and dumped
+    assert "20 ids" in "\n".join(outputs)
+    assert dumped
     for where, text in (("logs", logged), ("output", "\n".join(outputs)), ("database", dumped)):
         leaked = [s[:8] + "..." for s in secrets if s in text]
         assert not leaked, f"{len(leaked)} secret value(s) found in the {where}"
@@ -662,7 +699,7 @@ def test_no_token_or_secret_in_logs_output_or_database(
 
 
 def test_cli_identity_provider_down_exits_4_after_retries(run_cli: Cli) -> None:
-    """Connections refused on every attempt: exit 4, one line naming the attempts (not 'sign in')."""
+    """Connections refused on every attempt: exit 4, one line naming the attempts."""
     run_cli.idp.go_down()
     code, _out, err = run_cli.backfill()
     assert code == 4
@@ -694,7 +731,7 @@ def test_cli_identity_provider_failing_once_is_ridden_out(run_cli: Cli, status: 
     assert len(run_cli.idp.token_requests("refresh_token")) == 1
 
 
-def test_cli_login_during_an_outage_exits_4_and_keeps_the_cache(run_cli: Cli) -> None:
+def test_cli_login_during_an_outage_keeps_the_cache(run_cli: Cli) -> None:
     """`auth login` while the identity provider is down: exit 4, the old cache untouched."""
     code, _out, err = run_cli("auth", "login")
     assert code == 0, err
@@ -703,7 +740,7 @@ def test_cli_login_during_an_outage_exits_4_and_keeps_the_cache(run_cli: Cli) ->
     code, _out, err = run_cli("auth", "login")
     assert code == 4
     assert "the identity provider could not be reached" in one_error_line(err)
-    assert run_cli.cache.read_bytes() == before
+    assert before == run_cli.cache.read_bytes()
 
 
 def test_schedule_keeps_going_after_an_identity_provider_outage(
@@ -761,7 +798,7 @@ def test_an_outage_is_retried_after_the_backoff_pauses(
 ) -> None:
     """Two 503s, each reaching the identity provider: the third attempt gets a token."""
     pauses: list[float] = []
-    retry = Retry(3, idp.authority_host, sleep=pauses.append, pause=lambda n: float(n))
+    retry = Retry(3, idp.authority_host, sleep=pauses.append, pause=float)
     provider = MsalTokenProvider(secret_settings(idp, tmp_path, db_url), retry)
     idp.fail_next(2, status=503)
     assert provider.get_token().value in idp.valid_access_tokens
@@ -769,9 +806,7 @@ def test_an_outage_is_retried_after_the_backoff_pauses(
     assert [r.status for r in idp.requests] == [503, 503, 200, 200]  # discovery x3, token
 
 
-def test_refresh_during_an_outage_is_retried_then_served(
-    idp: FakeIdP, db_url: str, tmp_path: Path
-) -> None:
+def test_a_refresh_during_an_outage_is_retried(idp: FakeIdP, db_url: str, tmp_path: Path) -> None:
     """The token expires mid-run and the token endpoint answers 500 once: one retry, new token."""
     pauses: list[float] = []
     retry = Retry(3, idp.authority_host, sleep=pauses.append, pause=lambda n: 0.5)
@@ -785,9 +820,10 @@ def test_refresh_during_an_outage_is_retried_then_served(
     assert [r.status for r in idp.token_requests()] == [200, 500, 200]
 
 
-def test_an_outage_that_outlasts_the_attempts_is_exit_4_and_never_a_rejection(
+def test_an_outage_that_outlasts_the_attempts_is_unavailable_not_rejected(
     idp: FakeIdP, db_url: str, tmp_path: Path
 ) -> None:
+    """When every attempt fails the error is exit 4 (unavailable), never an AuthError (rejected)."""
     retry = Retry(4, idp.authority_host, sleep=lambda _s: None)
     provider = MsalTokenProvider(secret_settings(idp, tmp_path, db_url), retry)
     idp.fail_next(1000, status=504)

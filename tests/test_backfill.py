@@ -30,7 +30,7 @@ def _db_rows(engine: Engine, ids: set[str]) -> dict[str, dict[str, list[dict[str
     out: dict[str, dict[str, list[dict[str, Any]]]] = {i: {} for i in ids}
     for table in ("referrals", *CHILD_TABLES):
         for row in rows_of(engine, table):
-            key = row.get("referral_id", row.get("id"))
+            key = str(row.get("referral_id", row.get("id")))
             clean = normalise({k: v for k, v in row.items() if k not in skip})
             out[key].setdefault(table, []).append(clean)
     return out
@@ -51,7 +51,8 @@ def test_seed_document_lands_field_by_field(engine: Engine) -> None:
             transport=httpx.MockTransport(handler), auth=BearerAuth(StaticTokenProvider("t"))
         ),
     )
-    assert report.counts.created == 1 and report.exit_code == 0
+    assert report.counts.created == 1
+    assert report.exit_code == 0
     [referral] = rows_of(engine, "referrals")
     payload = referral.pop("payload")
     payload = json.loads(payload) if isinstance(payload, str) else payload
@@ -76,7 +77,7 @@ def test_seed_document_lands_field_by_field(engine: Engine) -> None:
             "updated_at": _utc("2020-10-30T21:03:00"),
             "expires_at": None,
             "accepted_at": None,
-            "deal_value": Decimal("10000"),
+            "deal_value": Decimal(10000),
             "currency": "USD",
             "closing_at": _utc("2020-12-01T00:00:00"),
             "notes": "We are interested in deploying Microsoft 365 and are looking forsupport "
@@ -153,7 +154,7 @@ def test_backfill_stores_every_field_of_every_document(engine: Engine) -> None:
                 f"{table} of {referral_id}"
             )
     with engine.connect() as conn:
-        payloads = dict(
+        payloads: dict[str, Any] = dict(
             conn.execute(sa.select(TABLES["referrals"].c.id, TABLES["referrals"].c.payload)).all()
         )
     for referral_id in box.ids:
@@ -169,6 +170,7 @@ def _snapshot(engine: Engine) -> tuple[dict[str, int], dict[str, Any]]:
 
 
 def test_unchanged_second_backfill_writes_nothing(engine: Engine) -> None:
+    """A second backfill of unchanged referrals sends each eTag and changes no row."""
     box = Sandbox(count=120, seed=5)
     backfill(engine, box)
     before = _snapshot(engine)
@@ -189,8 +191,8 @@ def test_unchanged_second_backfill_writes_nothing(engine: Engine) -> None:
             for _, path, _, headers in box.requests
         }
         assert sent == etags  # If-None-Match with the stored eTag for every id
-        assert _snapshot(engine) == before
-        assert rows_of(engine, "referral_history") == history_before
+        assert before == _snapshot(engine)
+        assert history_before == rows_of(engine, "referral_history")
     checked = [r["last_checked_at"] for r in rows_of(engine, "referrals")]
     assert all(
         c > before[1][r["id"]] for c, r in zip(checked, rows_of(engine, "referrals"), strict=True)
@@ -198,6 +200,7 @@ def test_unchanged_second_backfill_writes_nothing(engine: Engine) -> None:
 
 
 def test_changed_referrals_are_updated_with_one_history_version_each(engine: Engine) -> None:
+    """Each changed referral is updated and gains exactly one history version."""
     box = Sandbox(count=200, seed=8)
     backfill(engine, box)
     before = {r["id"]: r for r in rows_of(engine, "referrals")}
@@ -218,7 +221,8 @@ def test_changed_referrals_are_updated_with_one_history_version_each(engine: Eng
     assert all(len(v) == 1 for i, v in versions.items() if i not in changed)
     for referral_id in changed:
         old, new = sorted(versions[referral_id], key=lambda r: r["id"])
-        assert old["valid_to"] is not None and new["valid_to"] is None
+        assert old["valid_to"] is not None
+        assert new["valid_to"] is None
         assert new["etag"] == box.etag(referral_id)
     # Child rows: exactly the new document's, for changed ones; untouched for the rest.
     stored = _db_rows(engine, set(box.ids))
@@ -229,10 +233,11 @@ def test_changed_referrals_are_updated_with_one_history_version_each(engine: Eng
     for table in CHILD_TABLES:
         unchanged_before = [r for r in children_before[table] if r["referral_id"] not in changed]
         unchanged_after = [r for r in rows_of(engine, table) if r["referral_id"] not in changed]
-        assert unchanged_after == unchanged_before
+        assert unchanged_before == unchanged_after
 
 
-def test_not_found_marks_deleted_and_a_later_200_clears_it(engine: Engine) -> None:
+def test_a_not_found_referral_is_marked_deleted_until_it_returns(engine: Engine) -> None:
+    """A 404 sets deleted_at and keeps the rows; a later 200 clears it."""
     box = Sandbox(count=10, seed=2)
     backfill(engine, box)
     gone = box.ids[:2]
@@ -248,6 +253,7 @@ def test_not_found_marks_deleted_and_a_later_200_clears_it(engine: Engine) -> No
 
 
 def test_invalid_json_fails_that_id_only(engine: Engine) -> None:
+    """A body that is not JSON fails that id only, with its error and retry time in sync_state."""
     box = Sandbox(count=30, seed=4)
     bad = box.ids[7]
     box.faults.invalid_json_ids = {bad}
@@ -260,7 +266,8 @@ def test_invalid_json_fails_that_id_only(engine: Engine) -> None:
     assert {r["id"] for r in rows_of(engine, "referrals")} == set(box.ids) - {bad}
 
 
-def test_runs_are_recorded(sqlite_engine: Engine) -> None:
+def test_each_run_is_recorded_in_sync_runs(sqlite_engine: Engine) -> None:
+    """Each run leaves a finished sync_runs row with its counts and releases its lock."""
     box = Sandbox(count=12, seed=6)
     backfill(sqlite_engine, box)
     box.change(ids=box.ids[:3])
@@ -277,7 +284,7 @@ def test_runs_are_recorded(sqlite_engine: Engine) -> None:
     assert rows_of(sqlite_engine, "sync_locks") == []  # the lock is released
 
 
-def test_sandbox_data_and_unicode_round_trip(engine: Engine) -> None:
+def test_unicode_text_round_trips_on_every_database(engine: Engine) -> None:
     """Emoji, CJK and Swedish letters survive every database."""
     box = Sandbox(count=5, seed=1)
     doc = box.document(box.ids[0])
@@ -318,7 +325,8 @@ def test_without_etags_the_content_hash_decides(engine: Engine) -> None:
 
     assert run().counts.created == 1
     [state] = rows_of(engine, "sync_state")
-    assert state["etag"] is None and len(state["content_hash"]) == 64
+    assert state["etag"] is None
+    assert len(state["content_hash"]) == 64
     assert run().counts.unchanged == 1
     assert len(rows_of(engine, "referral_history")) == 1
     current["doc"] = {**doc, "status": "Active", "substatus": "Accepted"}
@@ -360,7 +368,8 @@ def test_a_value_the_database_refuses_fails_only_that_referral(engine: Engine) -
         assert stored == set(box.ids)
 
 
-def test_dry_run_fetches_and_reports_but_writes_nothing(sqlite_engine: Engine) -> None:
+def test_a_dry_run_writes_nothing(sqlite_engine: Engine) -> None:
+    """A dry run fetches and counts as a real run would, and changes no row."""
     box = Sandbox(count=15, seed=16)
     backfill(sqlite_engine, box, ids=box.ids[:5])
     before = count_rows(sqlite_engine)
@@ -368,4 +377,4 @@ def test_dry_run_fetches_and_reports_but_writes_nothing(sqlite_engine: Engine) -
     report = backfill(sqlite_engine, box, dry_run=True)
     assert (report.counts.created, report.counts.updated, report.counts.unchanged) == (10, 2, 3)
     assert report.requests == 15
-    assert count_rows(sqlite_engine) == before
+    assert before == count_rows(sqlite_engine)

@@ -60,7 +60,8 @@ def test_bench_smoke_run_prints_the_table(tmp_path: Path) -> None:
         assert row["error"] is None, name
         assert row["database"] == "sqlite"
         assert row["ids"] == 40
-        assert row["rate"] > 0 and row["request_rate"] > 0, name
+        assert row["rate"] > 0, name
+        assert row["request_rate"] > 0, name
         assert 10 < row["peak_mb"] < 1000, name
         assert not any("UNEXPECTED" in note for note in row["notes"]), row["notes"]
         assert f"| {name}" in proc.stdout
@@ -88,7 +89,8 @@ def test_bench_listfirst_smoke_run_prints_its_table() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ")]
-    assert rows[0][0] == "| step" and len(rows) == 5
+    assert rows[0][0] == "| step"
+    assert len(rows) == 5
     requests = {(r[0].strip("| "), r[1]): int(r[3].replace(",", "")) for r in rows[1:]}
     assert requests == {
         ("first sync", "list-first"): 3,

@@ -48,20 +48,23 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sandbox: tuple[Sandbox,
 def test_backfill_refuses_a_schema_not_at_head(
     env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A database not at the head revision exits 5 telling the operator to run db upgrade."""
     ids = tmp_path / "ids.txt"
     ids.write_text("abc\n")
     assert run_cli(["backfill", str(ids)]) == 5
     err = capsys.readouterr().err
-    assert "run `referrals-etl db upgrade`" in err and "Traceback" not in err
+    assert "run `referrals-etl db upgrade`" in err
+    assert "Traceback" not in err
     assert run_cli(["db", "current"]) == 5
     assert run_cli(["db", "upgrade"]) == 0
     assert run_cli(["db", "current"]) == 0
     assert "(at head)" in capsys.readouterr().out
 
 
-def test_backfill_with_a_bad_document_and_a_bad_line_exits_1(
+def test_a_backfill_with_bad_inputs_exits_1(
     env: str, tmp_path: Path, sandbox: tuple[Sandbox, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A bad id line or bad document fails alone: exit 1, and status names the failure."""
     box, _ = sandbox
     box.faults.invalid_json_ids = {box.ids[3]}
     ids = tmp_path / "ids.txt"
@@ -73,18 +76,21 @@ def test_backfill_with_a_bad_document_and_a_bad_line_exits_1(
     assert f"ids.txt:{len(box.ids) + 1}: not a referral id: 'not/an/id'" in err
     engine = sa.create_engine(env)
     with engine.connect() as conn:
-        error = conn.execute(
+        error: str = conn.execute(
             sa.text("SELECT last_error FROM sync_state WHERE referral_id = :i"), {"i": box.ids[3]}
         ).scalar_one()
     assert "not valid JSON" in error
     assert run_cli(["status"]) == 0
     status = capsys.readouterr().out
-    assert "failing: 1" in status and box.ids[3] in status and "backfill" in status
+    assert "failing: 1" in status
+    assert box.ids[3] in status
+    assert "backfill" in status
 
 
 def test_sync_fetches_due_ids(
     env: str, tmp_path: Path, sandbox: tuple[Sandbox, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """sync fetches only the ids that are due."""
     box, _ = sandbox
     ids = tmp_path / "ids.txt"
     ids.write_text("\n".join(box.ids[:10]) + "\n")
@@ -107,6 +113,7 @@ def _config(tmp_path: Path, sync: str) -> Path:
 def test_configuration_errors_exit_2(
     env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Bad configuration, a bad shard and an unknown command each exit 2."""
     monkeypatch.setenv("REFERRALS_ETL_API_CONCURRENCY", "0")
     assert run_cli(["sync"]) == 2
     assert (
@@ -120,17 +127,21 @@ def test_configuration_errors_exit_2(
 def test_unreachable_database_exits_5(
     env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """An unreachable database exits 5 with one line and no password."""
     monkeypatch.setenv(
         "REFERRALS_ETL_DATABASE_URL", "postgresql+psycopg://etl:hunter2@127.0.0.1:1/none"
     )
     assert run_cli(["sync"]) == 5
     err = capsys.readouterr().err
-    assert "error: database" in err and "hunter2" not in err and "Traceback" not in err
+    assert "error: database" in err
+    assert "hunter2" not in err
+    assert "Traceback" not in err
 
 
-def test_demo_shows_created_then_unchanged_updated_deleted(
+def test_demo_shows_each_kind_of_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The demo's passes report created, then unchanged, updated and deleted referrals."""
     monkeypatch.chdir(tmp_path)
     assert run_cli(["demo"]) == 0
     out = capsys.readouterr().out
@@ -167,7 +178,9 @@ def test_progress_bar_only_on_a_terminal(
         env=os.environ.copy(),
         timeout=60,
     )
-    assert piped.returncode == 0 and "referrals/s" not in piped.stderr and "%|" not in piped.stderr
+    assert piped.returncode == 0
+    assert "referrals/s" not in piped.stderr
+    assert "%|" not in piped.stderr
 
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 columns
@@ -190,14 +203,15 @@ def test_progress_bar_only_on_a_terminal(
         shown += chunk
     os.close(controller)
     text = shown.decode("utf-8", "replace")
-    assert "referrals/s" in text and "40 referrals" in text
+    assert "referrals/s" in text
+    assert "40 referrals" in text
 
 
 def _cli_process(
     args: list[str], tmp_path: Path, **kwargs: object
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REFERRALS_ETL_")}
-    return subprocess.run(
+    done: subprocess.CompletedProcess[str] = subprocess.run(
         [sys.executable, "-m", "etl", *args],
         capture_output=True,
         text=True,
@@ -206,9 +220,11 @@ def _cli_process(
         timeout=120,
         **kwargs,  # type: ignore[call-overload]
     )
+    return done
 
 
 def test_files_as_people_make_them_are_one_line_exit_2(tmp_path: Path) -> None:
+    """A closed stdin, a binary file or a bad value in the config file is one line and exit 2."""
     closed = _cli_process(
         ["backfill", "-"], tmp_path, stdin=None, pass_fds=(), preexec_fn=lambda: os.close(0)
     )
@@ -219,12 +235,16 @@ def test_files_as_people_make_them_are_one_line_exit_2(tmp_path: Path) -> None:
     binary = tmp_path / "config.toml"
     binary.write_bytes(b"\x00\xff\xfe binary")
     done = _cli_process(["--config", str(binary), "status"], tmp_path)
-    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
     assert "not a TOML text file" in done.stderr
     binary.write_text("[api]\nmax_body_bytes = 1e400\n")
     done = _cli_process(["--config", str(binary), "status"], tmp_path)
-    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
     binary.write_text('[database]\nurl = "postgresql://u:secret@h:notaport/db"\n')
     done = _cli_process(["--config", str(binary), "status"], tmp_path)
-    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
-    assert "secret" not in done.stderr and "url must be a database URL" in done.stderr
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "secret" not in done.stderr
+    assert "url must be a database URL" in done.stderr

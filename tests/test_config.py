@@ -14,7 +14,8 @@ from etl.errors import ConfigError
 EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
 
 
-def test_defaults_match_the_interface() -> None:
+def test_defaults_are_the_documented_ones() -> None:
+    """With no file and no environment, every setting has its documented default."""
     s = load_settings(environ={}, path=None)
     assert s.database.url == "sqlite:///referrals.db"
     assert s.api.base_url == "https://api.partner.microsoft.com/v1.0"
@@ -28,6 +29,7 @@ def test_defaults_match_the_interface() -> None:
 
 
 def test_example_file_lists_every_key_with_its_default() -> None:
+    """config.example.toml lists every key, with its default and its environment variable."""
     document = tomllib.loads(EXAMPLE.read_text("utf-8"))
     text = EXAMPLE.read_text("utf-8")
     defaults = Settings()
@@ -47,6 +49,7 @@ def test_example_file_lists_every_key_with_its_default() -> None:
 
 
 def test_environment_wins_over_file(tmp_path: Path) -> None:
+    """A REFERRALS_ETL_ variable overrides the same key in the file."""
     path = tmp_path / "c.toml"
     path.write_text('[api]\nconcurrency = 4\n[sync]\nrefresh_open_after = "2h"\n')
     s = load_settings(path, environ={"REFERRALS_ETL_API_CONCURRENCY": "12"})
@@ -84,9 +87,10 @@ def test_environment_wins_over_file(tmp_path: Path) -> None:
         ("[api\n", {}, "not valid TOML"),
     ],
 )
-def test_errors_name_key_source_and_valid_values(
+def test_a_bad_value_is_explained_in_its_error(
     tmp_path: Path, toml: str, env: dict[str, str], message: str
 ) -> None:
+    """A bad value's error names the key, where it was set and what is valid (exit 2)."""
     path = tmp_path / "c.toml"
     path.write_text(toml)
     with pytest.raises(ConfigError) as caught:
@@ -95,38 +99,53 @@ def test_errors_name_key_source_and_valid_values(
     assert caught.value.exit_code == 2
 
 
-def test_secrets_from_environment_or_file_never_show(tmp_path: Path) -> None:
+def test_secrets_never_show_in_the_settings_repr(tmp_path: Path) -> None:
+    """Secrets read from the environment or a file are usable but never in the settings' repr."""
     secret_file = tmp_path / "secret"
     secret_file.write_text("s3cr3t-from-file\n")
     path = tmp_path / "c.toml"
     path.write_text(f'[auth]\nclient_secret_file = "{secret_file}"\n')
     s = load_settings(path, environ={"REFERRALS_ETL_AUTH_REFRESH_TOKEN": "rt-value"})
-    assert s.auth.client_secret is not None and s.auth.client_secret.reveal() == "s3cr3t-from-file"
-    assert s.auth.refresh_token is not None and s.auth.refresh_token.reveal() == "rt-value"
-    assert "s3cr3t" not in repr(s) and "rt-value" not in repr(s)
+    assert s.auth.client_secret is not None
+    assert s.auth.client_secret.reveal() == "s3cr3t-from-file"
+    assert s.auth.refresh_token is not None
+    assert s.auth.refresh_token.reveal() == "rt-value"
+    assert "s3cr3t" not in repr(s)
+    assert "rt-value" not in repr(s)
 
 
 def test_database_password_is_hidden_in_errors() -> None:
+    """A rejected database URL is shown in the error with its password replaced by ***."""
+    url = "postgresql://etl:hunter2@db.example:notaport/referrals"
     with pytest.raises(ConfigError) as caught:
-        load_settings(
-            environ={"REFERRALS_ETL_DATABASE_URL": "x", "REFERRALS_ETL_API_TIMEOUT_SECONDS": "-1"}
-        )
-    assert "timeout_seconds" in str(caught.value)
+        load_settings(environ={"REFERRALS_ETL_DATABASE_URL": url})
+    message = str(caught.value)
+    assert "'postgresql://etl:***@db.example:notaport/referrals'" in message
+    assert "hunter2" not in message
 
 
-def test_a_byte_order_mark_is_accepted_and_a_binary_file_is_one_line(tmp_path: Path) -> None:
+def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    """A UTF-8 byte-order mark (Windows editors write one) is skipped, in any file read."""
     path = tmp_path / "c.toml"
     path.write_bytes(b"\xef\xbb\xbf[api]\nconcurrency = 4\n")
     assert load_settings(path, environ={}).api.concurrency == 4
-    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
-    with pytest.raises(ConfigError, match=r"c.toml: not a TOML text file \(byte 0 is not UTF-8\)"):
-        load_settings(path, environ={})
     secret = tmp_path / "secret"
     secret.write_bytes(b"\xef\xbb\xbfs3cr3t\n")
     path.write_text(f'[auth]\nclient_secret_file = "{secret}"\n')
     loaded = load_settings(path, environ={}).auth.client_secret
-    assert loaded is not None and loaded.reveal() == "s3cr3t"
+    assert loaded is not None
+    assert loaded.reveal() == "s3cr3t"
+
+
+def test_a_binary_file_is_a_one_line_configuration_error(tmp_path: Path) -> None:
+    """A config file or secret file that is not UTF-8 text is a ConfigError naming the file."""
+    path = tmp_path / "c.toml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
+    with pytest.raises(ConfigError, match=r"c.toml: not a TOML text file \(byte 0 is not UTF-8\)"):
+        load_settings(path, environ={})
+    secret = tmp_path / "secret"
     secret.write_bytes(b"\xff\xfes\x00")
+    path.write_text(f'[auth]\nclient_secret_file = "{secret}"\n')
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         load_settings(path, environ={})
 
@@ -156,6 +175,7 @@ def test_a_byte_order_mark_is_accepted_and_a_binary_file_is_one_line(tmp_path: P
 def test_values_that_make_no_sense_are_configuration_errors(
     tmp_path: Path, toml: str, env: dict[str, str], message: str
 ) -> None:
+    """Impossible numbers and URLs are one-line configuration errors without passwords."""
     path = tmp_path / "c.toml"
     path.write_text(toml)
     with pytest.raises(ConfigError) as caught:

@@ -34,16 +34,20 @@ QUERIES_SQL = ROOT / "docs" / "queries.sql"
 
 
 def test_committed_dbt_files_are_up_to_date() -> None:
+    """The dbt package's committed models are exactly what the models render today."""
     for name, content in render_files().items():
         path = PACKAGE / "models" / name
-        assert path.exists() and path.read_text("utf-8") == content, (
+        assert path.exists(), (
+            f"{path} is out of date: run `referrals-etl db docs --dbt-dir integrations/dbt/models`"
+        )
+        assert path.read_text("utf-8") == content, (
             f"{path} is out of date: run `referrals-etl db docs --dbt-dir integrations/dbt/models`"
         )
     models = {p.name for p in (PACKAGE / "models" / "staging").glob("*.sql")}
     assert models == {f"{staging_name(v)}.sql" for v in VIEWS}
 
 
-def test_a_new_column_without_docs_dbt_and_queries_in_step_fails() -> None:
+def test_a_new_column_changes_the_rendered_docs() -> None:
     """Adding a column changes the dictionary and the sources (so the up-to-date tests fail
     until both are regenerated), with the column's comment as its description in both."""
     copy = sa.MetaData(naming_convention=Base.metadata.naming_convention)
@@ -58,7 +62,8 @@ def test_a_new_column_without_docs_dbt_and_queries_in_step_fails() -> None:
     assert render_data_dictionary(copy) != render_data_dictionary()
 
 
-def test_sources_describe_every_table_and_view_column_with_the_dictionary_text() -> None:
+def test_sources_describe_every_column_with_the_dictionary_text() -> None:
+    """The dbt sources describe every column in the data dictionary's words."""
     text = (PACKAGE / "models" / "sources.yml").read_text("utf-8")
     yaml = pytest.importorskip("yaml")
     (source,) = yaml.safe_load(text)["sources"]
@@ -75,7 +80,7 @@ def test_sources_describe_every_table_and_view_column_with_the_dictionary_text()
         assert described[view.name] == {c.name: " ".join(c.comment.split()) for c in view.columns}
 
 
-def test_queries_sql_uses_only_known_relations_and_every_view() -> None:
+def test_queries_sql_reads_only_relations_that_exist() -> None:
     """docs/queries.sql stays in step with the schema: what it reads exists, and each view has at
     least one query showing it in use."""
     sql = QUERIES_SQL.read_text("utf-8")
@@ -102,6 +107,7 @@ def _dbt() -> str:
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_dbt_build_passes_against_postgresql_after_a_sandbox_backfill(tmp_path: Path) -> None:
+    """`dbt build` (models and tests) passes on PostgreSQL after a sandbox backfill."""
     dbt = _dbt()
     name = f"etl_dbt_{os.getpid()}"
     try:
@@ -146,7 +152,9 @@ def test_dbt_build_passes_against_postgresql_after_a_sandbox_backfill(tmp_path: 
         summary = re.search(r"PASS=(\d+) WARN=(\d+) ERROR=(\d+) SKIP=(\d+)", output)
         assert summary is not None, output[-3000:]
         passed, _warned, errors, skipped = map(int, summary.groups())
-        assert errors == 0 and skipped == 0 and passed >= 40, output[-3000:]
+        assert errors == 0, output[-3000:]
+        assert skipped == 0, output[-3000:]
+        assert passed >= 40, output[-3000:]
         with engine.connect() as conn:
             staged = conn.execute(sa.text("SELECT COUNT(*) FROM analytics.stg_referral_milestones"))
             assert staged.scalar() == 150

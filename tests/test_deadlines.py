@@ -48,6 +48,7 @@ def test_a_trickling_server_is_cut_at_the_request_deadline() -> None:
 
 
 def test_retry_after_is_capped_by_the_setting() -> None:
+    """A Retry-After longer than the configured cap waits only the cap."""
     answers = [
         httpx.Response(429, headers={"Retry-After": "999999"}),
         httpx.Response(503, headers={"Retry-After": "1e400"}),
@@ -70,10 +71,11 @@ def test_retry_after_is_capped_by_the_setting() -> None:
     assert result.outcome is Outcome.FETCHED  # type: ignore[attr-defined]
     for header, want in [("999999", 7.0), ("nan", 7.0), ("2", 2.0), ("-5", 0.0), ("soon", None)]:
         response = httpx.Response(429, headers={"Retry-After": header})
-        assert _retry_after(response, 7.0) == want
+        assert want == _retry_after(response, 7.0)
 
 
 def test_a_stop_ends_a_retry_after_pause_at_once() -> None:
+    """A stop request during a Retry-After pause raises StopRequested without waiting it out."""
     transport = httpx.MockTransport(
         lambda request: httpx.Response(429, headers={"Retry-After": "999999"})
     )
@@ -118,7 +120,8 @@ def test_sigterm_ends_the_run_within_the_request_deadline(tmp_path: Path, mode: 
     ids.write_text("\n".join(f"id-{i}" for i in range(50)) + "\n")
     with SlowServer(mode) as server:
         upgrade = _cli(tmp_path, server.base_url, "db", "upgrade")
-        assert upgrade.wait(timeout=120) == 0
+        _out, upgrade_err = upgrade.communicate(timeout=120)
+        assert upgrade.returncode == 0, upgrade_err
         process = _cli(tmp_path, server.base_url, "backfill", str(ids))
         assert server.seen.wait(timeout=60), "no request reached the server"
         process.send_signal(signal.SIGTERM)
@@ -126,13 +129,17 @@ def test_sigterm_ends_the_run_within_the_request_deadline(tmp_path: Path, mode: 
             code = process.wait(timeout=2 + 10)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.communicate()
             pytest.fail(f"SIGTERM did not end the run ({mode})")
         _out, err = process.communicate()
     assert code == 128 + signal.SIGTERM, err
-    assert "Traceback" not in err and "deadline-token" not in err
+    assert "Traceback" not in err
+    assert "deadline-token" not in err
     assert "run the same backfill again to finish" in err
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'd.db'}")
     with engine.connect() as conn:
-        statuses = conn.execute(sa.text("select status from sync_runs")).scalars().all()
+        statuses: list[object] = list(
+            conn.execute(sa.text("select status from sync_runs")).scalars()
+        )
     engine.dispose()
     assert statuses == ["interrupted"]

@@ -152,7 +152,8 @@ def parse_command_line(argv: list[str]) -> tuple[list[str], dict[str, Any]]:
     Raises AssertionError naming the first unknown command, unknown option, bad option value,
     missing value or wrong number of arguments.
     """
-    assert argv and argv[0] == PROGRAM, argv
+    assert argv, argv
+    assert argv[0] == PROGRAM, argv
     command: click.Command = cli
     path: list[str] = []
     used: dict[str, Any] = {}
@@ -230,7 +231,8 @@ def test_the_command_line_check_itself_rejects_what_click_rejects() -> None:
 # Manifests -------------------------------------------------------------------------------
 
 
-def test_every_manifest_parses_and_names_its_kind() -> None:
+def test_every_manifest_is_a_named_kubernetes_object() -> None:
+    """Each file in deploy/k8s parses to objects with apiVersion, kind and a referrals-etl name."""
     assert set(MANIFESTS) == {
         "backfill-job.yaml",
         "configmap.yaml",
@@ -286,10 +288,12 @@ def test_every_referrals_etl_variable_is_a_setting() -> None:
 
 
 def test_the_secret_example_holds_placeholders_only() -> None:
+    """The example Secret holds only CHANGE-ME placeholders in stringData, for secret settings."""
     secret = _one("Secret", "secret.example.yaml")
     assert "data" not in secret  # base64 could hide a real value
     values = secret["stringData"]
-    assert values and all("CHANGE-ME" in value for value in values.values()), values
+    assert values, values
+    assert all("CHANGE-ME" in value for value in values.values()), values
     secrets = {env_name("auth", f.name) for s, f in all_keys() if f.metadata.get("secret")}
     assert set(values) - {"REFERRALS_ETL_DATABASE_URL"} <= secrets
 
@@ -313,9 +317,10 @@ def test_the_configmap_config_loads_with_every_key(tmp_path: Path) -> None:
         fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
         for key, raw in table.items():
             loaded = getattr(getattr(settings, section), key)
+            written = raw
             if fields[key].metadata.get("duration") and isinstance(raw, str):
-                raw = parse_duration(raw)
-            assert loaded == raw, f"[{section}] {key}: {raw!r} loaded as {loaded!r}"
+                written = parse_duration(raw)
+            assert written == loaded, f"[{section}] {key}: {raw!r} loaded as {loaded!r}"
             count += 1
     assert count >= 10
     assert settings.auth.mode == "refresh_token"
@@ -336,7 +341,8 @@ def _volume_mount_for(doc: dict[str, Any], container: dict[str, Any], kind: str)
     return out
 
 
-def test_referenced_configmaps_secrets_and_claims_exist() -> None:
+def test_every_referenced_volume_source_is_defined() -> None:
+    """Every ConfigMap, Secret and claim a workload mounts is defined in deploy/k8s."""
     defined = {(d["kind"], d["metadata"]["name"]) for d in DOCS} | MADE_BY_HAND
     for doc in DOCS:
         pod = _pod_spec(doc)
@@ -355,7 +361,7 @@ def test_referenced_configmaps_secrets_and_claims_exist() -> None:
 @pytest.mark.parametrize(
     "file", ["cronjob.yaml", "deployment.yaml", "backfill-job.yaml", "receiver.yaml"]
 )
-def test_workloads_read_the_configmap_and_run_as_the_image_user(file: str, tmp_path: Path) -> None:
+def test_workloads_run_as_the_image_user_with_the_mounted_config(file: str, tmp_path: Path) -> None:
     """REFERRALS_ETL_CONFIG names config.toml in the mounted ConfigMap; the token cache path
     is on a mounted writable volume; pods run as the Dockerfile's non-root uid."""
     [doc] = [d for d in MANIFESTS[file] if _pod_spec(d) is not None]
@@ -380,24 +386,41 @@ def test_workloads_read_the_configmap_and_run_as_the_image_user(file: str, tmp_p
         assert str(Path(cache).parent) in writable, (container["name"], cache)
 
 
-def test_the_cronjob_forbids_overlap_migrates_first_and_keeps_the_token_cache() -> None:
+def test_the_cronjob_never_overlaps_itself() -> None:
+    """The CronJob forbids a second run while one is running (concurrencyPolicy Forbid)."""
     cronjob = _one("CronJob", "cronjob.yaml")
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
     CronTrigger.from_crontab(cronjob["spec"]["schedule"])
     pod = _pod_spec(cronjob)
-    assert pod is not None and pod["restartPolicy"] == "Never"
+    assert pod is not None
+    assert pod["restartPolicy"] == "Never"
+
+
+def test_the_cronjob_migrates_before_it_syncs() -> None:
+    """The CronJob's init container runs db upgrade; its container runs sync with metrics."""
+    cronjob = _one("CronJob", "cronjob.yaml")
+    pod = _pod_spec(cronjob)
+    assert pod is not None
     [init] = pod["initContainers"]
     [main] = pod["containers"]
     assert parse_command_line(_argv(init))[0] == ["db", "upgrade"]
     path, used = parse_command_line(_argv(main))
     assert path == ["sync"]
     assert used.get("metrics_file") or used.get("pushgateway")
+
+
+def test_the_cronjob_keeps_the_token_cache_on_its_claim() -> None:
+    """The CronJob's container mounts the referrals-etl-state claim, which is defined."""
+    cronjob = _one("CronJob", "cronjob.yaml")
+    pod = _pod_spec(cronjob)
+    assert pod is not None
+    [main] = pod["containers"]
     claims = _volume_mount_for(cronjob, main, "persistentVolumeClaim")
     assert list(claims.values()) == ["referrals-etl-state"]
     assert _one("PersistentVolumeClaim")["metadata"]["name"] == "referrals-etl-state"
 
 
-def test_the_backfill_job_is_indexed_and_its_shards_cover_every_index() -> None:
+def test_the_backfill_job_shards_cover_every_index() -> None:
     """completions N, and `--shard $(JOB_COMPLETION_INDEX)/N`: pod I runs shard I of N."""
     job = _one("Job", "backfill-job.yaml")
     spec = job["spec"]
@@ -418,6 +441,7 @@ def test_the_backfill_job_is_indexed_and_its_shards_cover_every_index() -> None:
 
 
 def test_the_deployment_runs_one_scheduler_with_time_to_finish(tmp_path: Path) -> None:
+    """The Deployment runs exactly one scheduler and gives it time to finish a request on stop."""
     deployment = _one("Deployment", "deployment.yaml")
     spec = deployment["spec"]
     assert spec["replicas"] == 1
@@ -431,7 +455,7 @@ def test_the_deployment_runs_one_scheduler_with_time_to_finish(tmp_path: Path) -
     assert pod["terminationGracePeriodSeconds"] >= 3 * document["api"]["timeout_seconds"]
 
 
-def test_the_receiver_serves_probes_metrics_and_the_callback_path(tmp_path: Path) -> None:
+def test_the_receiver_port_is_the_one_everything_points_at(tmp_path: Path) -> None:
     """serve on the port the Service, the probes, the scrape annotation and the Ingress name;
     the Ingress exposes only webhook.path, with TLS."""
     deployment = _one("Deployment", "receiver.yaml")
@@ -439,7 +463,8 @@ def test_the_receiver_serves_probes_metrics_and_the_callback_path(tmp_path: Path
     assert pod is not None
     [main] = pod["containers"]
     path, used = parse_command_line(_argv(main))
-    assert path == ["serve"] and used["host"] == "0.0.0.0"
+    assert path == ["serve"]
+    assert used["host"] == "0.0.0.0"
     [port] = main["ports"]
     assert port["containerPort"] == used["port"]
     for probe in ("readinessProbe", "livenessProbe"):
@@ -467,7 +492,8 @@ def test_the_receiver_serves_probes_metrics_and_the_callback_path(tmp_path: Path
 # Dockerfile ------------------------------------------------------------------------------
 
 
-def test_the_image_is_multi_stage_slim_and_non_root() -> None:
+def test_the_image_runs_a_slim_final_stage_as_non_root() -> None:
+    """The Dockerfile builds in one stage and runs a pinned slim python stage as a non-root user."""
     stages = _stages()
     args = dict(
         rest.split("=", 1) for keyword, rest in stages[0] if keyword == "ARG" and "=" in rest
@@ -475,7 +501,7 @@ def test_the_image_is_multi_stage_slim_and_non_root() -> None:
     bases = []
     for stage in stages[1:]:
         base = stage[0][1].split()[0]
-        bases.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base))
+        bases.append(re.sub(r"\$\{(\w+)\}", lambda m: args[str(m.group(1))], base))
     assert len(stages) - 1 >= 2, "builder and final stages"
     # Pinned to a patch release and a Debian release (optionally a digest), the same for both
     # stages (the virtualenv's interpreter path must be valid in the final image).
@@ -488,6 +514,7 @@ def test_the_image_is_multi_stage_slim_and_non_root() -> None:
 
 
 def test_the_final_image_installs_no_build_tools() -> None:
+    """The final stage installs no compiler or build tool."""
     for keyword, rest in _final_stage():
         if keyword == "RUN":
             assert not BUILD_TOOLS.search(rest), rest
@@ -496,7 +523,7 @@ def test_the_final_image_installs_no_build_tools() -> None:
 COMPILERS = re.compile(r"\b(apt-get|apt|apk|yum|dnf)\b|build-essential|\bgcc\b|\bg\+\+|-dev\b")
 
 
-def test_no_stage_installs_a_compiler_and_dependencies_come_as_wheels() -> None:
+def test_dependencies_are_installed_from_wheels_only() -> None:
     """Every dependency ships a wheel: the builder installs none from source (--only-binary),
     so it needs no compiler, and a dependency that stops shipping wheels fails the build."""
     for stage in _stages()[1:]:
@@ -504,10 +531,11 @@ def test_no_stage_installs_a_compiler_and_dependencies_come_as_wheels() -> None:
             if keyword == "RUN":
                 assert not COMPILERS.search(rest), rest
     installs = [r for k, r in _stages()[1] if k == "RUN" and "pip install" in r]
-    assert installs and all("--only-binary=:all:" in r for r in installs), installs
+    assert installs, installs
+    assert all("--only-binary=:all:" in r for r in installs), installs
 
 
-def test_bytecode_is_compiled_at_build_time_and_never_written_at_run_time() -> None:
+def test_bytecode_is_compiled_at_build_time() -> None:
     """The builder compiles the virtualenv once (unchecked hashes: valid whatever the files'
     times after COPY, never re-checked at start); the final image neither deletes .pyc files
     nor writes any (PYTHONDONTWRITEBYTECODE, read-only root filesystem)."""
@@ -526,7 +554,7 @@ def test_bytecode_is_compiled_at_build_time_and_never_written_at_run_time() -> N
     assert final_env["PYTHONDONTWRITEBYTECODE"] == "1"
 
 
-def test_containers_run_with_a_read_only_root_filesystem_and_writable_state() -> None:
+def test_containers_write_only_to_their_mounted_state() -> None:
     """Every container: read-only root, no privilege escalation; what the image writes (HOME,
     the token cache, temporary files) is on a mounted volume."""
     final_env = dict(
@@ -544,9 +572,11 @@ def test_containers_run_with_a_read_only_root_filesystem_and_writable_state() ->
 
 
 def test_the_image_runs_the_console_script_with_sync_by_default() -> None:
+    """The image's entrypoint is the console script and its default command is sync."""
     entrypoint, cmd = _dockerfile_entrypoint_and_cmd()
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["scripts"]
-    assert entrypoint == [PROGRAM] and PROGRAM in scripts
+    assert entrypoint == [PROGRAM]
+    assert PROGRAM in scripts
     assert parse_command_line([*entrypoint, *cmd]) == (["sync"], {})
 
 
@@ -569,7 +599,7 @@ def test_the_build_context_is_what_the_dockerfile_copies() -> None:
     ]
     assert patterns[0] == "**"
     allowed = {p[1:] for p in patterns if p.startswith("!")}
-    sources = set()
+    sources: set[str] = set()
     for keyword, rest in _dockerfile_instructions():
         if keyword == "COPY" and not rest.startswith("--from"):
             sources.update(part.rstrip("*") for part in rest.split()[:-1])
@@ -617,15 +647,18 @@ def test_the_backfill_job_never_reruns_a_shard_for_exit_1_or_75() -> None:
     job = _one("Job", "backfill-job.yaml")
     spec = job["spec"]
     [container] = _containers(job)
-    assert spec["backoffLimitPerIndex"] >= 1 and "backoffLimit" not in spec
+    assert spec["backoffLimitPerIndex"] >= 1
+    assert "backoffLimit" not in spec
     pod = _pod_spec(job)
-    assert pod is not None and pod["restartPolicy"] == "Never"  # required by podFailurePolicy
+    assert pod is not None
+    assert pod["restartPolicy"] == "Never"
     actions: dict[int, str] = {}
     disruption = None
     for rule in spec["podFailurePolicy"]["rules"]:
         codes = rule.get("onExitCodes")
         if codes is not None:
-            assert codes["operator"] == "In" and codes["containerName"] == container["name"]
+            assert codes["operator"] == "In"
+            assert codes["containerName"] == container["name"]
             for code in codes["values"]:
                 actions.setdefault(code, rule["action"])  # the first matching rule wins
         else:
@@ -665,7 +698,8 @@ def test_the_schedule_deployment_serves_metrics_with_probes(tmp_path: Path) -> N
     readiness and liveness probes GET /metrics there; the pod is annotated for scraping."""
     _, document = _configmap_toml(tmp_path)
     port = document["schedule"]["metrics_port"]
-    assert port > 0 and document["schedule"].get("run_at_start", True) is True
+    assert port > 0
+    assert document["schedule"].get("run_at_start", True) is True
     deployment = _one("Deployment", "deployment.yaml")
     [main] = _pod_spec(deployment)["containers"]  # type: ignore[index]
     ports = {p["name"]: p["containerPort"] for p in main["ports"]}

@@ -22,15 +22,18 @@ def _gets(box: Sandbox) -> set[str]:
     return {p.rsplit("/", 1)[-1] for _, p, _, _ in box.requests if "/referrals/" in p}
 
 
-def test_first_sync_stores_what_it_lists_then_only_changes_are_read(sqlite_engine: Engine) -> None:
+def test_discovery_reads_only_changes_after_the_first_sync(sqlite_engine: Engine) -> None:
+    """The first sync stores the listed documents without GETs; the next lists only what changed."""
     box = Sandbox(count=1000, seed=31)
     settings = settings_for(sqlite_engine, sync={"discover": True})
     first = sync(sqlite_engine, box, settings=settings)
     assert (first.counts.created, first.ids_total, first.listed) == (1000, 1000, 1000)
     assert _list_requests(box) == 10 == first.requests == first.list_requests  # pages of 100
-    assert _gets(box) == set() and first.get_requests == 0
+    assert _gets(box) == set()
+    assert first.get_requests == 0
     state = rows_of(sqlite_engine, "sync_state")
-    assert len(state) == 1000 and {r["source"] for r in state} == {"discovery"}
+    assert len(state) == 1000
+    assert {r["source"] for r in state} == {"discovery"}
     assert {r["origin"] for r in rows_of(sqlite_engine, "referral_history")} == {"list"}
 
     changed = set(box.change(ids=box.ids[100:120]))
@@ -44,6 +47,7 @@ def test_first_sync_stores_what_it_lists_then_only_changes_are_read(sqlite_engin
 
 
 def test_discovery_filter_narrows_the_listing(sqlite_engine: Engine) -> None:
+    """A discovery filter stores only the referrals it matches."""
     box = Sandbox(count=300, seed=32)
     settings = settings_for(
         sqlite_engine, sync={"discover": True, "discover_filter": "status eq 'Closed'"}
@@ -54,7 +58,8 @@ def test_discovery_filter_narrows_the_listing(sqlite_engine: Engine) -> None:
     assert {r["status"] for r in rows_of(sqlite_engine, "referrals")} == {"Closed"}
 
 
-def test_refresh_policy_by_status_and_outcome(sqlite_engine: Engine) -> None:
+def test_the_refresh_wait_follows_the_referral_state(sqlite_engine: Engine) -> None:
+    """Closed and not-found referrals wait a week before a refresh, open ones an hour."""
     box = Sandbox(count=60, seed=33)
     gone = box.ids[:1]
     box.delete(gone)
@@ -66,7 +71,8 @@ def test_refresh_policy_by_status_and_outcome(sqlite_engine: Engine) -> None:
     for row in rows_of(sqlite_engine, "sync_state"):
         wait = row["next_attempt_at"] - row["last_attempt_at"]
         if row["referral_id"] in gone:
-            assert row["last_status_code"] == 404 and wait == timedelta(days=7)
+            assert row["last_status_code"] == 404
+            assert wait == timedelta(days=7)
         elif status[row["referral_id"]] == "Closed":
             assert wait == timedelta(days=7)
         else:
@@ -90,6 +96,7 @@ def test_refresh_policy_by_status_and_outcome(sqlite_engine: Engine) -> None:
 def test_webhook_events_refresh_exactly_the_changed_referrals(
     sqlite_engine: Engine, tmp_path: Path
 ) -> None:
+    """Webhook events lead to GETs of exactly the referrals they name."""
     box = Sandbox(count=80, seed=34)
     backfill(sqlite_engine, box)
     mark = box.event_seq
@@ -100,5 +107,6 @@ def test_webhook_events_refresh_exactly_the_changed_referrals(
     assert set(ids) == changed
     box.requests.clear()
     report = backfill(sqlite_engine, box, ids=ids)
-    assert report.counts.updated == len(changed) and report.counts.unchanged == 0
+    assert report.counts.updated == len(changed)
+    assert report.counts.unchanged == 0
     assert {p.rsplit("/", 1)[-1] for _, p, _, _ in box.requests} == changed

@@ -30,6 +30,7 @@ def _tracked() -> list[Path]:
 
 
 def test_nothing_refers_to_files_outside_the_repository() -> None:
+    """No tracked file mentions a path outside the repository."""
     this = Path(__file__).resolve()
     offending = []
     for path in _tracked():
@@ -46,6 +47,7 @@ def test_nothing_refers_to_files_outside_the_repository() -> None:
 
 
 def test_every_relative_markdown_link_resolves() -> None:
+    """Every relative link in the Markdown docs points at a file that exists."""
     broken = []
     for path in _tracked():
         if path.suffix != ".md":
@@ -59,9 +61,11 @@ def test_every_relative_markdown_link_resolves() -> None:
 
 
 def test_the_license_is_the_one_pyproject_declares() -> None:
+    """LICENSE is the MIT text pyproject.toml declares."""
     import tomllib
 
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["license"]
     assert declared == "MIT"
     text = (ROOT / "LICENSE").read_text("utf-8")
-    assert text.startswith("MIT License") and "WITHOUT WARRANTY OF ANY KIND" in text
+    assert text.startswith("MIT License")
+    assert "WITHOUT WARRANTY OF ANY KIND" in text

@@ -145,7 +145,8 @@ documents = st.fixed_dictionaries(
 @given(documents)
 def test_any_document_flattens_and_children_carry_the_parent_id(document: dict[str, Any]) -> None:
     flat = flatten_referral(document)
-    assert flat.referral["id"] == document["id"] and flat.referral["payload"] is document
+    assert flat.referral["id"] == document["id"]
+    assert flat.referral["payload"] is document
     for table, rows in flat.children().items():
         assert all(row["referral_id"] == document["id"] for row in rows), table
         if table != "referral_customers":
@@ -160,7 +161,8 @@ def test_any_document_flattens_and_children_carry_the_parent_id(document: dict[s
         value = flat.referral[column]
         assert value is None or value.utcoffset().total_seconds() == 0
     if flat.etag is None:
-        assert flat.content_hash is not None and len(flat.content_hash) == 64
+        assert flat.content_hash is not None
+        assert len(flat.content_hash) == 64
     # An empty string is NULL in every typed column; only the payload keeps it.
     for table, rows in {"referrals": [flat.referral], **flat.children()}.items():
         for row in rows:
@@ -237,7 +239,9 @@ def test_timestamps_with_0_6_7_fractional_digits() -> None:
     assert parse_time("2018-10-30T21:03:42.4579542Z").microsecond == 457954
     assert parse_time("2020-10-30T21:03:00Z").isoformat() == "2020-10-30T21:03:00+00:00"
     assert parse_time("2020-10-30T23:03:00.000000+02:00").isoformat() == "2020-10-30T21:03:00+00:00"
-    assert parse_time("yesterday") is None and parse_time(17) is None and parse_time("") is None
+    assert parse_time("yesterday") is None
+    assert parse_time(17) is None
+    assert parse_time("") is None
 
 
 @pytest.mark.parametrize(

@@ -139,6 +139,7 @@ EXAMPLES = int(os.environ.get("REFERRALS_ETL_TEST_FUZZ_EXAMPLES", "80"))
 )
 @given(body=bodies)
 def test_any_body_fails_or_stores_only_its_own_referral(fuzz_url: str, body: bytes) -> None:
+    """Whatever bytes one referral's answer holds, they fail at most that referral, in one line."""
     engine = db.create_engine_for(fuzz_url)
     try:
         rec = _BOX.record(_VICTIM)
@@ -152,14 +153,15 @@ def test_any_body_fails_or_stores_only_its_own_referral(fuzz_url: str, body: byt
         c = report.counts
         assert c.created + c.updated + c.unchanged + c.failed == len(_BOX.ids)
         with engine.connect() as conn:
-            stored = set(conn.execute(sa.text("select id from referrals")).scalars())
-            error = conn.execute(
+            stored: set[str] = set(conn.execute(sa.text("select id from referrals")).scalars())
+            error: str | None = conn.execute(
                 sa.text("select last_error from sync_state where referral_id = :i"),
                 {"i": _VICTIM},
             ).scalar_one()
         assert set(_OTHERS) <= stored
         if reason is not None:
-            assert error is not None and "\n" not in error
+            assert error is not None
+            assert "\n" not in error
         else:
             assert _VICTIM in stored
     finally:

@@ -83,7 +83,8 @@ def test_webhook_events_as_json_lines_and_array(tmp_path: Path) -> None:
         bad: list[BadLine] = []
         got = list(read_ids(str(path), bad.append))
         assert [(t.id, t.source) for t in got] == [(GUID, "webhook"), ("other-1", "webhook")]
-        assert len(bad) == 1 and "without a ResourceUri" in bad[0].reason
+        assert len(bad) == 1
+        assert "without a ResourceUri" in bad[0].reason
 
 
 def test_large_event_array_is_streamed(tmp_path: Path) -> None:
@@ -198,7 +199,8 @@ def test_an_event_with_a_huge_field_keeps_its_id_and_a_cut_uri_never_becomes_an_
     text = f"[{json.dumps(huge)}, {json.dumps(cut)}, {_event('after')}]"
     got = [t.id for t in read_ids_from(io.StringIO(text), "events.json", bad.append)]
     assert got == ["big-1", "after"]
-    assert len(bad) == 1 and "not a referral id" in bad[0].reason
+    assert len(bad) == 1
+    assert "not a referral id" in bad[0].reason
 
 
 def test_deeply_nested_and_over_large_events_fail_alone() -> None:
@@ -267,7 +269,8 @@ def test_a_100_mb_id_line_and_a_100_mb_event_stay_under_150_mb(tmp_path: Path) -
 
 def test_line_numbers_count_the_blank_lines_before_the_first_id() -> None:
     ids, bad = _read("\n" * 70_000 + "a1\nnot/an/id\n")
-    assert ids == ["a1"] and [b.line for b in bad] == [70_002]
+    assert ids == ["a1"]
+    assert [b.line for b in bad] == [70_002]
 
 
 # --- Id validation. ----------------------------------------------------------------------------
@@ -471,7 +474,7 @@ class _Failing(io.StringIO):
             raise self.error
         return super().read(size)
 
-    def readline(self, size: int | None = -1) -> str:
+    def readline(self, size: int = -1) -> str:  # type: ignore[override]  # text stream
         if self.tell() >= len(self.getvalue()):
             raise self.error
         return super().readline(size)
@@ -915,7 +918,7 @@ class _EndsOnce(io.StringIO):
         super().__init__(text)
         self.reads_at_end = 0
 
-    def readline(self, size: int | None = -1) -> str:
+    def readline(self, size: int = -1) -> str:  # type: ignore[override]  # text stream
         line = super().readline(size)
         self.reads_at_end += not line
         if self.reads_at_end > 3:

@@ -43,16 +43,19 @@ def _sync(engine: Engine, box: Sandbox, **sync_keys: object) -> SyncReport:
 
 
 def test_pages_are_read_newest_first_a_hundred_at_a_time(sqlite_engine: Engine) -> None:
+    """The listing asks for pages of 100, newest change first, following the skip tokens."""
     box = Sandbox(count=250, seed=41)
     report = _sync(sqlite_engine, box)
     queries = _lists(box)
     assert len(queries) == 3 == report.list_requests == report.requests
     assert queries[0] == {"$top": "100", "$orderby": "updatedDateTime desc"}  # no mark: all
     assert all("$skiptoken" in q for q in queries[1:])
-    assert report.counts.created == 250 and report.requests_per_stored == 0.012
+    assert report.counts.created == 250
+    assert report.requests_per_stored == 0.012
 
 
 def test_a_referral_changed_while_the_pages_are_read_is_never_lost(sqlite_engine: Engine) -> None:
+    """A referral that changes while the pages are read gets its new version on the next run."""
     box = Sandbox(count=500, seed=42)
     _sync(sqlite_engine, box)
     # The next listing reads the changed referrals; while it reads, an old referral (deep in
@@ -75,6 +78,7 @@ def test_a_referral_changed_while_the_pages_are_read_is_never_lost(sqlite_engine
 def test_without_the_time_filter_the_listing_stops_after_the_mark(
     sqlite_engine: Engine, time_filter: str
 ) -> None:
+    """When the API refuses the time filter, the listing stops at the first page past the mark."""
     box = Sandbox(count=1000, seed=43)
     _sync(sqlite_engine, box)
     changed = set(box.change(fraction=0.1, seed=5))
@@ -82,14 +86,16 @@ def test_without_the_time_filter_the_listing_stops_after_the_mark(
         box.faults.time_filter = False  # the API answers 400 to a filter on updatedDateTime
         report = _sync(sqlite_engine, box)
         queries = _lists(box)
-        assert "updatedDateTime ge" in queries[0]["$filter"] and report.by_status[400] == 1
+        assert "updatedDateTime ge" in queries[0]["$filter"]
+        assert report.by_status[400] == 1
         queries = queries[1:]
     else:
         report = _sync(sqlite_engine, box, discover_time_filter=False)
         queries = _lists(box)
     assert all("$filter" not in q for q in queries)
     assert len(queries) == 2  # 100 changes on page one; page two passes the mark: stop
-    assert report.counts.updated == len(changed) and report.counts.created == 0
+    assert report.counts.updated == len(changed)
+    assert report.counts.created == 0
     assert {i for i, n in _versions(sqlite_engine).items() if n == 2} == changed
     assert _gets(box) == []
 
@@ -97,6 +103,7 @@ def test_without_the_time_filter_the_listing_stops_after_the_mark(
 def test_the_time_filter_asks_only_for_changes_since_the_mark_minus_the_overlap(
     sqlite_engine: Engine,
 ) -> None:
+    """The time filter starts ten minutes (the overlap) before the newest change already seen."""
     box = Sandbox(count=300, seed=44)
     _sync(sqlite_engine, box)
     newest = max(box.document(i)["updatedDateTime"] for i in box.ids)
@@ -111,6 +118,7 @@ def test_the_time_filter_asks_only_for_changes_since_the_mark_minus_the_overlap(
 
 
 def test_listed_documents_that_look_incomplete_are_fetched_by_id(sqlite_engine: Engine) -> None:
+    """A listed document missing fields a full one has is fetched by id, once."""
     box = Sandbox(count=120, seed=45)
     partial = box.ids[3]
     box.faults.partial_listed_ids = {partial}  # listed without status; whole by id
@@ -120,10 +128,12 @@ def test_listed_documents_that_look_incomplete_are_fetched_by_id(sqlite_engine: 
     [version] = [
         v for v in rows_of(sqlite_engine, "referral_history") if v["referral_id"] == partial
     ]
-    assert version["origin"] == "get" and version["status"] == box.document(partial)["status"]
+    assert version["origin"] == "get"
+    assert version["status"] == box.document(partial)["status"]
 
 
 def test_refresh_is_a_safety_net_when_the_listing_covers_everything(sqlite_engine: Engine) -> None:
+    """When the listing covers every referral, a referral is refreshed by id only after 30 days."""
     box = Sandbox(count=300, seed=46)
     _sync(sqlite_engine, box)
     for row in rows_of(sqlite_engine, "sync_state"):
@@ -137,6 +147,7 @@ def test_refresh_is_a_safety_net_when_the_listing_covers_everything(sqlite_engin
 def test_a_full_listing_finds_deleted_referrals_by_what_it_no_longer_shows(
     sqlite_engine: Engine,
 ) -> None:
+    """A full listing asks by id only for referrals it no longer shows, and marks them deleted."""
     box = Sandbox(count=1000, seed=48)
     _sync(sqlite_engine, box)
     gone = box.ids[10:13]
@@ -144,7 +155,8 @@ def test_a_full_listing_finds_deleted_referrals_by_what_it_no_longer_shows(
     changed = set(box.change(fraction=0.02, seed=7))
     quiet = _sync(sqlite_engine, box)  # within full_listing_every: only the changes
     assert (quiet.list_requests, quiet.get_requests) == (1, 0)
-    assert quiet.counts.updated == len(changed) and quiet.counts.not_found == 0
+    assert quiet.counts.updated == len(changed)
+    assert quiet.counts.not_found == 0
 
     full = _sync(sqlite_engine, box, full_listing_every=1e-6)  # a full listing is due
     assert full.list_requests == 10  # 997 referrals
@@ -158,6 +170,7 @@ def test_a_full_listing_finds_deleted_referrals_by_what_it_no_longer_shows(
 def test_a_second_full_listing_does_not_ask_again_for_known_deleted_ids(
     sqlite_engine: Engine,
 ) -> None:
+    """Referrals already known deleted are not fetched again by the next full listing."""
     box = Sandbox(count=150, seed=49)
     _sync(sqlite_engine, box)
     box.delete(box.ids[:2])
@@ -229,9 +242,10 @@ class _ListFailsAfter(httpx.AsyncBaseTransport):
         return await self.inner.handle_async_request(request)
 
 
-def test_a_listing_that_fails_midway_keeps_whole_pages_and_does_not_move_the_mark(
+def test_a_listing_that_fails_midway_leaves_the_mark_where_it_was(
     sqlite_engine: Engine,
 ) -> None:
+    """A listing failing at page three keeps the two whole pages read and leaves the mark alone."""
     box = Sandbox(count=500, seed=51)
     settings = settings_for(sqlite_engine, sync={"discover": True}, api={"max_attempts": 2})
     options = options_for(box)

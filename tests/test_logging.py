@@ -129,13 +129,14 @@ def test_every_stderr_line_is_a_json_object_with_the_stable_fields(
         stamp = datetime.fromisoformat(entry["ts"])
         assert stamp.utcoffset() == timedelta(0), entry
         assert entry["level"] in LEVELS, entry
-        assert isinstance(entry["logger"], str) and isinstance(entry["message"], str), entry
+        assert isinstance(entry["logger"], str), entry
+        assert isinstance(entry["message"], str), entry
     warned = [e["message"] for e in entries if e["level"] == "warning"]
     assert any("ids.txt:5" in m and BAD_LINE in m for m in warned), warned
     assert any(json_backfill.broken in m for m in warned), warned
 
 
-def test_per_referral_and_run_lines_carry_referral_run_and_outcome(
+def test_log_lines_carry_structured_fields(
     json_backfill: Backfill,
 ) -> None:
     """The failed referral's line has referral_id, run_id and outcome fields (not only text in
@@ -188,7 +189,8 @@ def test_no_token_or_password_reaches_any_output(sqlite_engine: Engine, tmp_path
     lines = _json_lines(ran.stderr)
     assert sum(line["logger"] == "httpx" for line in lines) == 4  # one debug line per request
     assert refused.returncode == 5, refused.stderr
-    assert "127.0.0.1" in refused.stderr and "etl:***@" in refused.stderr
+    assert "127.0.0.1" in refused.stderr
+    assert "etl:***@" in refused.stderr
     for result in (ran, refused):
         for secret in (ACCESS_TOKEN, DB_PASSWORD):
             assert secret not in result.stdout + result.stderr
@@ -224,7 +226,7 @@ def _every_line_json(result: subprocess.CompletedProcess[str]) -> list[dict[str,
     return entries
 
 
-def test_json_mode_is_json_on_every_line_of_stdout_and_stderr(tmp_path: Path) -> None:
+def test_json_mode_writes_only_json_lines(tmp_path: Path) -> None:
     """A successful run, a failing run and a configuration error, at -v: nothing but JSON
     objects on stdout and stderr; `db upgrade`'s line and the run's summary are records with
     their values as fields (the summary's counts match the database); no traceback at -v."""
@@ -257,7 +259,8 @@ def test_json_mode_is_json_on_every_line_of_stdout_and_stderr(tmp_path: Path) ->
     assert good.returncode == 0, good.stderr
     [summary] = [e for e in _every_line_json(good) if e.get("event") == "summary"]
     assert (summary["ids_total"], summary["created"], summary["failed"]) == (6, 6, 0), summary
-    assert summary["outcome"] == "succeeded" and isinstance(summary["run_id"], int), summary
+    assert summary["outcome"] == "succeeded", summary
+    assert isinstance(summary["run_id"], int), summary
 
     assert bad.returncode == 1, bad.stderr
     [summary] = [e for e in _every_line_json(bad) if e.get("event") == "summary"]

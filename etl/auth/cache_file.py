@@ -103,10 +103,10 @@ class CacheFile:
                 fh.write(cache.serialize())
                 fh.flush()
                 os.fsync(fh.fileno())
-            os.replace(temp, self.path)
+            Path(temp).replace(self.path)
         except OSError as exc:
             with contextlib.suppress(OSError):
-                os.unlink(temp)
+                Path(temp).unlink()
             raise self._config_error("write", exc) from None
         _fsync_directory(directory)
         self._stamp = self._stat()
@@ -118,7 +118,7 @@ class CacheFile:
         if not directory.is_dir():
             try:
                 directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-                os.chmod(directory, 0o700)
+                directory.chmod(0o700)
             except OSError as exc:
                 raise self._config_error("create the directory of", exc) from None
         return directory

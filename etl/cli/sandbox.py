@@ -66,8 +66,10 @@ def sandbox(
     url = f"http://{host}:{sock.getsockname()[1]}"
     exports = [
         f"export REFERRALS_ETL_API_BASE_URL={url}/v1.0",
-        "export REFERRALS_ETL_AUTH_MODE=access_token "
-        f"REFERRALS_ETL_AUTH_ACCESS_TOKEN={tokens[0] if tokens else 'sandbox-token'}",
+        (
+            "export REFERRALS_ETL_AUTH_MODE=access_token "
+            f"REFERRALS_ETL_AUTH_ACCESS_TOKEN={tokens[0] if tokens else 'sandbox-token'}"
+        ),
     ]
     say(
         f"sandbox: {count} referrals at {url}/v1.0; its ids: curl {url}/_sandbox/ids; "

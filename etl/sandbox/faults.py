@@ -53,15 +53,16 @@ class Faults:
         unknown = sorted(set(changes) - known)
         if unknown:
             raise ValueError(f"unknown fault switch(es) {unknown}; known: {sorted(known)}")
-        for name, value in changes.items():
+        for name, given in changes.items():
+            value: object
             if name in _ID_SETS or name in _LIST_ID_SETS or name == "accepted_tokens":
-                value = None if value is None and name == "accepted_tokens" else set(value or ())
+                value = None if given is None and name == "accepted_tokens" else set(given or ())
             elif name in ("latency_seconds", "throttle_rps", "error_rate_503"):
-                value = float(value)
+                value = float(given)
             elif name == "fail_next":
-                value = int(value)
+                value = int(given)
             else:
-                value = bool(value)
+                value = bool(given)
             setattr(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:

@@ -85,8 +85,10 @@ _SIZES: Final = (
 )  # fmt: skip
 CURRENCIES: Final = ("USD", "EUR", "SEK", "JPY", "GBP", "CNY", "ILS", "AED", "BRL", "CHF", "KWD")
 _NOTES: Final = (
-    "We are interested in deploying Microsoft 365 and are looking for support in training our "
-    "employees. Can you help?",
+    (
+        "We are interested in deploying Microsoft 365 and are looking for support in training our "
+        "employees. Can you help?"
+    ),
     "Vi är intresserade av att införa Azure och behöver hjälp med migrering av våra servrar.",
     "Kunden vill ha en offert före årsskiftet; kontakta Åsa på växeln.",
     "我们希望在明年第一季度部署 Dynamics 365。",

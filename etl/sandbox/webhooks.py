@@ -35,7 +35,11 @@ CERTIFICATE_NAME = "pcnotifications-dispatch.microsoft.com.cer"
 DELIVERY_ATTEMPTS = 10
 
 
-def signed_headers(body: bytes, signature: str, certificate_url: str) -> dict[str, str]:
+def signed_headers(
+    body: bytes,  # noqa: ARG001 - names what the signature covers; the headers do not repeat it
+    signature: str,
+    certificate_url: str,
+) -> dict[str, str]:
     """The headers Partner Center sends with a callback whose body is ``body``."""
     return {
         "content-type": "application/json",
@@ -82,7 +86,12 @@ class CertificateServer:
     def url(self, name: str = CERTIFICATE_NAME) -> str:
         return f"https://{self.host}/cert/{name}"
 
-    async def _app(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+    async def _app(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Any,  # noqa: ARG002 - the ASGI signature; callbacks carry no request body to read
+        send: Any,
+    ) -> None:
         if scope["type"] != "http":
             return
         path: str = scope["path"]

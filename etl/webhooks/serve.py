@@ -208,7 +208,7 @@ class _ScheduledSync:
                 stop_event=self._done,
                 on_report=metrics.on_scheduled_report,
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged with its exit code, then the server stops
             log.error("the scheduled sync could not start: %s", exc)
             code = getattr(exc, "exit_code", 1)
         if code:

@@ -75,7 +75,7 @@ class Worker:
             self._wake.clear()
             try:
                 drained = await self.drain_once()
-            except Exception as exc:  # the database: log it, back off, keep serving
+            except Exception as exc:  # noqa: BLE001 - the database: log it, back off, keep serving
                 log.error(
                     "webhook worker: %s: %s",
                     exc.__class__.__name__,
