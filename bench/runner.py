@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import report as t
+from bench import runcore
 from bench.dbs import Database
 from bench.report import Row, from_step, judge
 from bench.server import ROOT, SandboxProcess
 
-SCENARIOS = "abcdefg"
+SCENARIOS = "abcdefghi"
 DATABASES = ("sqlite", "postgres", "mariadb")
 DEFAULT_DATABASES = "sqlite,postgres"
 SEED = 1
@@ -45,6 +46,8 @@ class Sizes:
     e32_ids: int = 2_000  # concurrency 32 at 100 ms: ideal 320/s, 6.25 s
     f_seconds: float = 21.0  # f runs R x this many ids (>= 20 s at R)
     g_ids: int = 100_000
+    h_ids: int = 3_000  # issue 10: the CLI's first load, from process start
+    i_ids: int = 3_200  # issue 10: 100 ms latency, 16 workers: ideal 160/s, 20 s
     g_databases: tuple[str, ...] = ("sqlite",)
 
     def scaled(self, ids: int) -> Sizes:
@@ -58,6 +61,8 @@ class Sizes:
             e32_ids=min(self.e32_ids, ids),
             f_seconds=min(self.f_seconds, 5.0),
             g_ids=10 * ids,
+            h_ids=min(self.h_ids, ids),
+            i_ids=min(self.i_ids, ids),
         )
 
 
@@ -69,6 +74,8 @@ QUICK = Sizes(
     e32_ids=960,
     f_seconds=8.0,
     g_ids=20_000,
+    h_ids=1_000,
+    i_ids=800,
 )
 
 
@@ -137,9 +144,9 @@ class Plan:
 
     def _database(self, database: Database) -> None:
         s = self.sizes
-        tcp = self.scenarios & set("acdef")
+        tcp = self.scenarios & set("acdefhi")
         f_ids = int(self.rps * s.f_seconds) if "f" in self.scenarios else 0
-        count = max(s.ids, s.e32_ids if "e" in tcp else 0, f_ids, s.naive_ids)
+        count = max(s.ids, s.e32_ids if "e" in tcp else 0, f_ids, s.naive_ids, s.h_ids, s.i_ids)
         if tcp:
             with SandboxProcess(count, SEED) as server:
                 self._loopback(database, server, f_ids)
@@ -214,6 +221,10 @@ class Plan:
             self._latency(database, server)
         if "f" in self.scenarios:
             self._throttled(database, server, f_ids)
+        if "h" in self.scenarios:
+            runcore.first_load(self, database, server)
+        if "i" in self.scenarios:
+            runcore.latency(self, database, server)
 
     def _latency(self, database: Database, server: SandboxProcess) -> None:
         s, name = self.sizes, database.dialect
