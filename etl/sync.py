@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -39,12 +39,13 @@ from sqlalchemy.engine import Engine
 
 from etl import store
 from etl.client import ClientStats, ReferralsClient
-from etl.config import Settings
+from etl.config import Settings, SyncSettings
 from etl.db import connect_error, failure, require_head
 from etl.errors import DatabaseError, EtlError, InterruptedRunError, LockHeldError
 from etl.ids import TrackedId, in_shard
 from etl.results import FetchResult, Outcome
 from etl.stopping import StopRequest, StopRequested
+from etl.writer import ProcessWriter, usable
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,7 @@ class Database:
         self.engine = engine
         self.reconnect_for = reconnect_for
         self._clock = clock
+        self.writer: ProcessWriter | None = None  # set by the run when it writes in a process
 
     async def call(
         self,
@@ -239,11 +241,42 @@ class Database:
         """``func(*args)`` in a thread; a lost connection is retried on a fresh one until
         ``reconnect_for`` runs out; refused values raise :class:`ValueRefused`; anything else
         raises :class:`DatabaseError`."""
+        return await self._policy(lambda: asyncio.to_thread(func, *args, **kwargs))
+
+    async def write(
+        self,
+        batch: list[FetchResult],
+        settings: SyncSettings,
+        *,
+        run_id: int | None = None,
+        run_totals: dict[str, int] | None = None,
+        dry_run: bool = False,
+    ) -> store.BatchCounts:
+        """:func:`store.write_batch` under the same policy: in the writer process when the run
+        has one, else in a thread."""
+        writer = self.writer
+        if writer is None:
+            return await self.call(
+                store.write_batch,
+                self.engine,
+                batch,
+                settings,
+                run_id=run_id,
+                run_totals=run_totals,
+                dry_run=dry_run,
+            )
+        return await self._policy(
+            lambda: writer.write(
+                batch, settings, run_id=run_id, run_totals=run_totals, dry_run=dry_run
+            )
+        )
+
+    async def _policy(self, attempt: Callable[[], Awaitable[T]]) -> T:
         deadline: float | None = None
-        attempt = 0
+        tries = 0
         while True:
             try:
-                return await asyncio.to_thread(func, *args, **kwargs)
+                return await attempt()
             except sa.exc.SQLAlchemyError as exc:
                 if refused_value(exc):
                     raise ValueRefused(exc) from exc
@@ -251,7 +284,7 @@ class Database:
                     raise failure(self.engine, exc) from exc
                 now = self._clock()
                 deadline = now + self.reconnect_for if deadline is None else deadline
-                attempt += 1
+                tries += 1
                 if now >= deadline:
                     error = connect_error(self.engine, exc)
                     raise DatabaseError(
@@ -264,9 +297,9 @@ class Database:
                     if rolled_back(exc)
                     else "database connection lost",
                     exc.__class__.__name__,
-                    attempt,
+                    tries,
                 )
-                await asyncio.sleep(min(0.25 * 2 ** (attempt - 1), 5.0, deadline - now))
+                await asyncio.sleep(min(0.25 * 2 ** (tries - 1), 5.0, deadline - now))
 
 
 # The pipeline ------------------------------------------------------------------------------
@@ -402,9 +435,7 @@ class Pipeline:
     async def _write(self, batch: list[FetchResult]) -> store.BatchCounts:
         """One transaction; a refused value splits the batch until only its referral fails."""
         try:
-            return await self.database.call(
-                store.write_batch,
-                self.database.engine,
+            return await self.database.write(
                 batch,
                 self.settings.sync,
                 run_id=self.report.run_id,
@@ -437,12 +468,8 @@ class Pipeline:
             http_status=result.http_status,
         )
         try:
-            return await self.database.call(
-                store.write_batch,
-                self.database.engine,
-                [failed],
-                self.settings.sync,
-                dry_run=self.options.dry_run,
+            return await self.database.write(
+                [failed], self.settings.sync, dry_run=self.options.dry_run
             )
         except ValueRefused as again:  # even the failure's bookkeeping is refused: the DB's fault
             raise failure(self.database.engine, again.cause) from again.cause
@@ -487,6 +514,8 @@ async def _run(
             exc.report = report
             raise
     error: BaseException | None = None
+    if settings.sync.writer_process and usable(engine):
+        database.writer = ProcessWriter(engine)  # starts now, while the run row is written
     try:
         if not options.dry_run:
             report.run_id = await database.call(
@@ -511,6 +540,10 @@ async def _run(
                 _collect(report, client.stats)
     except BaseException as exc:
         error = _unwrap(exc)
+    finally:
+        if database.writer is not None:  # what it is writing commits (or it is ended)
+            writer, database.writer = database.writer, None
+            await asyncio.shield(asyncio.to_thread(writer.close))
     report.seconds = time.perf_counter() - started
     report.status, raised = _ending(engine, report, error, options.stop)
     if report.duplicates:
