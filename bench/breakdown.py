@@ -167,7 +167,7 @@ def stage_timings(n: int, repeats: int, workdir: Path, template: Path) -> dict[s
             stages["ReferralsClient around httpx (ids, headers, throttle)"] = client - http - parse
             stages["JSON parse (json.loads)"] = parse
             stages["flatten_referral"] = flat
-            stages["  content_hash alone (flatten skips it when an eTag came)"] = hashing
+            stages["  content_hash alone (inside flatten_referral)"] = hashing
             stages["database: write_batch less flatten"] = _best(write_first, repeats) * per - flat
         else:
             stages["ReferralsClient around httpx (ids, headers, throttle)"] = client - http

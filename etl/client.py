@@ -61,10 +61,16 @@ class ClientStats:
     requests: int = 0
     throttled: int = 0
     retries: int = 0
+    list_requests: int = 0  # to the list endpoint (pages, retries included)
+    get_requests: int = 0  # for one referral by id (retries included)
     by_status: dict[int, int] = field(default_factory=dict)
 
-    def count(self, status: int) -> None:
+    def count(self, status: int, listing: bool = False) -> None:
         self.requests += 1
+        if listing:
+            self.list_requests += 1
+        else:
+            self.get_requests += 1
         self.by_status[status] = self.by_status.get(status, 0) + 1
         if status == 429:
             self.throttled += 1
@@ -205,6 +211,10 @@ def error_message(response: httpx.Response, body: bytes) -> str:
     return text + (f" request-id {mask(request_id)[:100]}" if request_id else "")
 
 
+class ListQueryRefusedError(ApiUnavailableError):
+    """The list endpoint answered 400 to the query (e.g. a ``$filter`` it does not accept)."""
+
+
 class _RetryableError(Exception):
     def __init__(self, reason: str, wait: float | None = None) -> None:
         super().__init__(reason)
@@ -318,9 +328,13 @@ class ReferralsClient:
         url = f"{self.base_url}/engagements/referrals"
         while True:
             try:
-                response, body = await self._send(url, {}, params)
+                response, body = await self._send(url, {}, params, listing=True)
             except _RetryableError as exc:
                 raise ApiUnavailableError(f"listing referrals failed: {exc}") from None
+            if response.status_code == 400:
+                raise ListQueryRefusedError(
+                    f"listing referrals: the query was refused: {error_message(response, body)}"
+                )
             if response.status_code != 200:
                 raise ApiUnavailableError(f"listing referrals: {error_message(response, body)}")
             try:
@@ -364,7 +378,11 @@ class ReferralsClient:
         return document, text
 
     async def _send(
-        self, url: str, headers: dict[str, str], params: list[tuple[str, Any]] | None = None
+        self,
+        url: str,
+        headers: dict[str, str],
+        params: list[tuple[str, Any]] | None = None,
+        listing: bool = False,
     ) -> tuple[httpx.Response, bytes]:
         """One logical request with retries; raises ``_RetryableError`` when attempts run out."""
         correlation = _guid()
@@ -380,7 +398,7 @@ class ReferralsClient:
             }
             await self.throttle.acquire()
             try:
-                response, body = await self._attempt(url, request_headers, params)
+                response, body = await self._attempt(url, request_headers, params, listing)
             except _RetryableError as exc:
                 self._failed_attempt()
                 if attempt >= self.settings.max_attempts:
@@ -418,7 +436,11 @@ class ReferralsClient:
             return response, body
 
     async def _attempt(
-        self, url: str, headers: dict[str, str], params: list[tuple[str, Any]] | None
+        self,
+        url: str,
+        headers: dict[str, str],
+        params: list[tuple[str, Any]] | None,
+        listing: bool = False,
     ) -> tuple[httpx.Response, bytes]:
         cap = self.settings.max_body_bytes
         try:
@@ -431,7 +453,7 @@ class ReferralsClient:
             raise _RetryableError(f"timed out after {self.settings.timeout_seconds:g}s") from None
         except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
             raise _RetryableError(_transport_failure(exc, self.settings.timeout_seconds)) from None
-        self.stats.count(response.status_code)
+        self.stats.count(response.status_code, listing)
         if oversized:
             raise BadDocumentError(
                 f"the answer is larger than api.max_body_bytes ({cap} bytes); refused"

@@ -177,17 +177,47 @@ class SyncSettings:
     discover_filter: str = field(
         default="", metadata=_key("OData $filter that narrows discovery, e.g. status eq 'Active'")
     )
+    discover_time_filter: bool = field(
+        default=True,
+        metadata=_key(
+            "ask the list endpoint for recent changes only ($filter on updatedDateTime); "
+            "a refusal (400) falls back to reading pages until the high-water mark"
+        ),
+    )
     discover_overlap: float = field(
         default=600.0,
         metadata=_key("how far before the last high-water mark discovery re-reads", duration=True),
     )
+    full_listing_every: float = field(
+        default=7 * 86400.0,
+        metadata=_key(
+            "read the whole listing this often; ids it does not show are fetched by id "
+            "(a deleted referral answers 404), 0 = never",
+            duration=True,
+        ),
+    )
+    refresh_listed_after: float = field(
+        default=30 * 86400.0,
+        metadata=_key(
+            "with discovery reading every referral (no discover_filter), fetch one by id this "
+            "long after the API last showed it (a safety net: the full listing confirms them)",
+            duration=True,
+        ),
+    )
     refresh_open_after: float = field(
         default=3600.0,
-        metadata=_key("refresh an open referral this long after its last fetch", duration=True),
+        metadata=_key(
+            "outside the listing (discovery off or narrowed): refresh an open referral this "
+            "long after its last fetch",
+            duration=True,
+        ),
     )
     refresh_closed_after: float = field(
         default=7 * 86400.0,
-        metadata=_key("refresh a closed referral this long after its last fetch", duration=True),
+        metadata=_key(
+            "outside the listing: refresh a closed referral this long after its last fetch",
+            duration=True,
+        ),
     )
     refresh_not_found_after: float = field(
         default=7 * 86400.0,
@@ -212,6 +242,11 @@ class SyncSettings:
             min=3,
         ),
     )
+
+    @property
+    def listing_covers_all(self) -> bool:
+        """Whether discovery reads every referral (on, and not narrowed by a filter)."""
+        return self.discover and not self.discover_filter.strip()
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,15 @@ on PostgreSQL, `JSON` = `LONGTEXT` on MariaDB, text on SQLite). Text is Unicode 
 (`utf8mb4` on MariaDB, whose default collation compares text case-insensitively). The meaning
 column names the source field of the referral document ([referral-api.md](referral-api.md))
 where there is one.
+
+What identifies a version: its content. `sync_state.content_hash` is the SHA-256 of the stored
+document's canonical JSON without its transport fields (`eTag` and `@odata.*`), so the same
+content read from a list page (which carries no eTag) or from a GET by id (which does) is the
+same version: switching between the two never adds a `referral_history` row. A new version (a
+new history row, a new `referrals.last_changed_at`) is written only when that hash changes. The
+`etag` columns hold the last eTag received for the version (NULL when it came without one) and
+serve only to ask the API "changed since?"; `referral_history.origin` says how each version
+was read (`list` or `get`).
 """
 
 

@@ -53,7 +53,7 @@ class FlatReferral:
 
     id: str
     etag: str | None
-    content_hash: str | None  # only computed when the document carries no eTag
+    content_hash: str  # identifies the version (see content_hash)
     referral: Row
     customer: Row
     customer_ids: list[Row] = field(default_factory=list)
@@ -82,9 +82,16 @@ class RawJson(str):
 
 
 def content_hash(document: dict[str, Any]) -> str:
-    """SHA-256 of the canonical JSON of a document (sorted keys, no spaces). Never raises for
-    a decoded document: lone surrogates are hashed as they are, ``NaN`` as ``NaN``."""
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """What identifies a version: SHA-256 of the canonical JSON (sorted keys, no spaces) of the
+    document without its transport fields, ``eTag`` and ``@odata.*``.
+
+    A list page carries no eTag (and no ``@odata.context``) where a GET by id does: the same
+    content gives the same hash whichever way it was read. (Migration 0004 holds a frozen copy.)
+    Never raises for a decoded document: lone surrogates are hashed as they are, ``NaN`` as
+    ``NaN``.
+    """
+    content = {k: v for k, v in document.items() if k != "eTag" and not k.startswith("@odata.")}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -253,7 +260,7 @@ def flatten_referral(
     return FlatReferral(
         id=rid,
         etag=etag,
-        content_hash=None if etag else content_hash(document),
+        content_hash=content_hash(document),
         referral=referral,
         customer=customer,
         customer_ids=_customer_ids(rid, profile.get("ids")),

@@ -1,7 +1,9 @@
 """Logging set-up: readable text, or one JSON object per line with stable field names.
 
 JSON fields: ``ts``, ``level``, ``logger``, ``message``, and when known ``run_id``,
-``referral_id``, ``outcome``, ``duration``, ``request_id`` (passed as ``extra=``).
+``referral_id``, ``outcome``, ``duration``, ``request_id`` (passed as ``extra=``); the line that
+ends a run adds its cost: ``requests``, ``list_requests``, ``get_requests``, ``stored`` (referrals
+created or updated) and ``requests_per_stored``.
 Every line is masked (``etl.redact.mask``: tokens in use, Authorization values, bearer and JWT
 shapes), as a last line of defence.
 
@@ -26,7 +28,21 @@ from etl.redact import mask
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
-FIELDS = ("run_id", "referral_id", "outcome", "duration", "request_id", "status_code", "event")
+FIELDS = (
+    "run_id",
+    "referral_id",
+    "outcome",
+    "duration",
+    "request_id",
+    "status_code",
+    "event",
+    # the run's end: its cost
+    "requests",
+    "list_requests",
+    "get_requests",
+    "stored",
+    "requests_per_stored",
+)
 __all__ = ["FIELDS", "JsonFormatter", "TextFormatter", "json_line", "mask", "setup_logging"]
 
 

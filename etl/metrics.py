@@ -3,17 +3,22 @@
 Every metric describes the LAST run (they are gauges: a run writes or pushes them whole), with
 stable names under the ``referrals_etl_`` prefix:
 
-=================================================  =================================================
-``referrals_etl_run_referrals{outcome}``           ids by outcome: created, updated, unchanged,
-                                                   not_found, failed
-``referrals_etl_run_requests{status_code}``        HTTP requests by answer status ("0" = no answer)
-``referrals_etl_run_throttled_requests``           requests answered 429
-``referrals_etl_run_ids``                          ids the run set out to fetch
-``referrals_etl_run_duration_seconds``             how long the run took
-``referrals_etl_last_run_status{status}``          1 for the run's status, 0 for the others
-``referrals_etl_last_run_timestamp_seconds``       when the run ended (Unix time)
-``referrals_etl_last_success_timestamp_seconds``   when a run last ended succeeded or partial
-=================================================  =================================================
+====================================================  ==============================================
+``referrals_etl_run_referrals{outcome}``              ids by outcome: created, updated, unchanged,
+                                                      not_found, failed
+``referrals_etl_run_requests{status_code}``           HTTP requests by answer status ("0" = no
+                                                      answer)
+``referrals_etl_run_throttled_requests``              requests answered 429
+``referrals_etl_run_requests_by_endpoint{endpoint}``  requests to ``list`` (pages) and ``get`` (by
+                                                      id)
+``referrals_etl_run_requests_per_stored_referral``    requests per referral created or updated (left
+                                                      out when none was)
+``referrals_etl_run_ids``                             distinct ids the run handled (listed or by id)
+``referrals_etl_run_duration_seconds``                how long the run took
+``referrals_etl_last_run_status{status}``             1 for the run's status, 0 for the others
+``referrals_etl_last_run_timestamp_seconds``          when the run ended (Unix time)
+``referrals_etl_last_success_timestamp_seconds``      when a run last ended succeeded or partial
+====================================================  ==============================================
 
 Alert on ``time() - referrals_etl_last_success_timestamp_seconds`` growing, and on
 ``referrals_etl_last_run_status{status="failed"} == 1``.
@@ -93,9 +98,25 @@ def build_registry(
         "Requests of the last run answered 429 Too Many Requests.",
         registry=registry,
     ).set(report.throttled)
-    Gauge(PREFIX + "run_ids", "Ids the last run set out to fetch.", registry=registry).set(
-        report.ids_total
+    by_endpoint = Gauge(
+        PREFIX + "run_requests_by_endpoint",
+        "Requests of the last run to the list endpoint (pages) and for one referral by id.",
+        ["endpoint"],
+        registry=registry,
     )
+    by_endpoint.labels(endpoint="list").set(report.list_requests)
+    by_endpoint.labels(endpoint="get").set(report.get_requests)
+    if report.requests_per_stored is not None:
+        Gauge(
+            PREFIX + "run_requests_per_stored_referral",
+            "Requests of the last run per referral it created or updated.",
+            registry=registry,
+        ).set(report.requests_per_stored)
+    Gauge(
+        PREFIX + "run_ids",
+        "Distinct ids the last run handled (read from a list page or by id).",
+        registry=registry,
+    ).set(report.ids_total)
     Gauge(
         PREFIX + "run_duration_seconds", "Duration of the last run in seconds.", registry=registry
     ).set(report.seconds)

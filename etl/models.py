@@ -141,14 +141,15 @@ class Referral(Base):
         comment="inviteContext.invitedBy.organizationName"
     )
     etag: Mapped[str | None] = mapped_column(
-        comment="eTag (or the ETag header), exactly as received, quotes included"
+        comment="eTag (or the ETag header) last received for this version, quotes included; "
+        "NULL when it came from a list page without one"
     )
     payload: Mapped[Any] = mapped_column(
         Payload, comment="the whole document as received: nothing the API sent is lost"
     )
     first_seen_at: Mapped[datetime] = mapped_column(comment="when this row was first written")
     last_changed_at: Mapped[datetime] = mapped_column(
-        comment="when the content last changed (a new eTag or content)"
+        comment="when the content last changed (a new version: see sync_state.content_hash)"
     )
     last_checked_at: Mapped[datetime] = mapped_column(
         comment="last time the API confirmed this version (200 or 304)"
@@ -281,7 +282,9 @@ class ReferralHistory(Base):
         Serial, primary_key=True, autoincrement=True, comment="surrogate key"
     )
     referral_id: Mapped[str] = mapped_column(Id, index=True, comment="referrals.id")
-    etag: Mapped[str | None] = mapped_column(comment="eTag of this version")
+    etag: Mapped[str | None] = mapped_column(
+        comment="eTag the version came with; NULL when it came from a list page without one"
+    )
     valid_from: Mapped[datetime] = mapped_column(comment="when the sync first saw this version")
     valid_to: Mapped[datetime | None] = mapped_column(
         comment="when a newer version replaced it; NULL for the current version"
@@ -296,6 +299,11 @@ class ReferralHistory(Base):
     )
     updated_at: Mapped[datetime | None] = mapped_column(comment="updatedDateTime of this version")
     payload: Mapped[Any] = mapped_column(Payload, comment="the whole document of this version")
+    origin: Mapped[str | None] = mapped_column(
+        String(8),
+        comment="where this version was read: list (a list page) or get (a GET by id); "
+        "NULL for versions stored before this was recorded",
+    )
 
 
 class SyncState(Base):
@@ -313,10 +321,13 @@ class SyncState(Base):
     )
     added_at: Mapped[datetime] = mapped_column(comment="when it became tracked")
     etag: Mapped[str | None] = mapped_column(
-        comment="eTag of the stored version (sent as If-None-Match)"
+        comment="last eTag received for the stored version (sent as If-None-Match); "
+        "NULL when none came"
     )
     content_hash: Mapped[str | None] = mapped_column(
-        String(64), comment="SHA-256 of the canonical document, for when no eTag comes"
+        String(64),
+        comment="what identifies a version: SHA-256 of the stored document's canonical JSON "
+        "without eTag and @odata.* fields, the same from a list page or a GET",
     )
     last_status_code: Mapped[int | None] = mapped_column(
         Integer, comment="HTTP status of the last attempt (0 = no answer)"
@@ -352,9 +363,11 @@ class SyncRun(Base):
         String(16), comment="running, succeeded, partial, failed, interrupted, skipped"
     )
     ids_total: Mapped[int] = mapped_column(
-        Integer, default=0, comment="ids the run set out to fetch"
+        Integer, default=0, comment="distinct ids the run handled: read from a list page or by id"
     )
-    fetched: Mapped[int] = mapped_column(Integer, default=0, comment="ids answered 200 or 304")
+    fetched: Mapped[int] = mapped_column(
+        Integer, default=0, comment="ids read from a list page or answered 200 or 304 by id"
+    )
     unchanged: Mapped[int] = mapped_column(
         Integer, default=0, comment="ids whose content had not changed"
     )
@@ -370,6 +383,18 @@ class SyncRun(Base):
         Integer, default=0, comment="HTTP requests sent to the API"
     )
     throttled: Mapped[int] = mapped_column(Integer, default=0, comment="requests answered 429")
+    list_requests: Mapped[int] = mapped_column(
+        Integer,
+        default=0,
+        server_default="0",
+        comment="requests to the list endpoint (pages read, retries included)",
+    )
+    get_requests: Mapped[int] = mapped_column(
+        Integer,
+        default=0,
+        server_default="0",
+        comment="requests for one referral by id (retries included)",
+    )
     message: Mapped[str | None] = mapped_column(comment="summary or the error that ended the run")
     lease_name: Mapped[str | None] = mapped_column(
         Short, comment="the lease (sync_locks.name) the run held; NULL for runs without one"

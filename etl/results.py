@@ -34,3 +34,4 @@ class FetchResult:
     etag: str | None = None  # the ETag response header, when one came
     error: str | None = None  # FAILED: one line for the operator
     http_status: int | None = None  # the last HTTP status; None when no answer came
+    origin: str = "get"  # where the document was read: "get" (by id) or "list" (a list page)

@@ -56,7 +56,9 @@ def render_status(engine: Engine, runs: int = 10, failing: int = 10) -> str:
             f"  #{r.id:<5} {r.started_at:%Y-%m-%d %H:%M:%S}Z {r.trigger:<8} {r.status:<11} "
             f"{took:>8}  ids {r.ids_total}: created {r.created}, updated {r.updated}, "
             f"unchanged {r.unchanged}, not found {r.not_found}, failed {r.failed}; "
-            f"requests {r.requests} (throttled {r.throttled})"
+            f"requests {r.requests} (list {r.list_requests}, by id {r.get_requests}, "
+            f"throttled {r.throttled}; {_per_stored(r.requests, r.created + r.updated)} per "
+            "referral stored)"
         )
     if worst:
         lines.append("")
@@ -66,3 +68,7 @@ def render_status(engine: Engine, runs: int = 10, failing: int = 10) -> str:
             error = mask(w.last_error or "")[:160]
             lines.append(f"  {w.referral_id}  x{w.consecutive_failures}  next {retry}  {error}")
     return "\n".join(lines)
+
+
+def _per_stored(requests: int, stored: int) -> str:
+    return f"{round(requests / stored, 3):g}" if stored else "-"

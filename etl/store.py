@@ -151,6 +151,10 @@ def _known(conn: Connection, ids: Sequence[str]) -> dict[str, _Known]:
 
 
 def _next_after_success(settings: SyncSettings, status: str | None, now: datetime) -> datetime:
+    if settings.listing_covers_all:
+        # Changes arrive through the listing; a GET by id is only the safety net (and the
+        # periodic full listing makes due whatever it no longer shows).
+        return now + timedelta(seconds=settings.refresh_listed_after)
     closed = (status or "").lower() == _CLOSED
     return now + timedelta(
         seconds=settings.refresh_closed_after if closed else settings.refresh_open_after
@@ -191,8 +195,10 @@ def _write(conn: Connection, results: Sequence[FetchResult], settings: SyncSetti
     latest: dict[str, FetchResult] = {r.id: r for r in results}  # one result per id per batch
     known = _known(conn, list(latest))
     changed: list[FlatReferral] = []
+    origins: dict[str, str] = {}
     created: set[str] = set()
     checked: list[str] = []
+    new_etags: list[dict[str, Any]] = []
     gone: list[str] = []
     ledger: list[dict[str, Any]] = []
 
@@ -220,17 +226,26 @@ def _write(conn: Connection, results: Sequence[FetchResult], settings: SyncSetti
                 error = f"the document could not be read into rows ({_one_line(exc)})"
         if flat is not None:
             counts.fetched += 1
+            # A version is its content: the same content from a list page (no eTag) or a GET
+            # (with one) is the same version. Rows never hashed (none after migration 0004)
+            # fall back to the eTag.
             same = (
-                flat.etag == k.etag
-                if flat.etag is not None
-                else flat.content_hash == k.content_hash
+                flat.content_hash == k.content_hash
+                if k.content_hash is not None
+                else flat.etag is not None and flat.etag == k.etag
             )
             state["next_attempt_at"] = _next_after_success(settings, flat.referral["status"], now)
             if k.exists and same:
                 counts.unchanged += 1
                 checked.append(result.id)
+                state["content_hash"] = flat.content_hash
+                if flat.etag is not None and flat.etag != k.etag:
+                    # Same content under a new (or a first) eTag: keep it for If-None-Match.
+                    state["etag"] = flat.etag
+                    new_etags.append({"rid": result.id, "new_etag": flat.etag})
             else:
                 changed.append(flat)
+                origins[result.id] = result.origin
                 state["etag"], state["content_hash"] = flat.etag, flat.content_hash
                 if k.exists:
                     counts.updated += 1
@@ -268,7 +283,20 @@ def _write(conn: Connection, results: Sequence[FetchResult], settings: SyncSetti
         ledger.append(state)
 
     if changed:
-        _store_changed(conn, changed, created, now)
+        _store_changed(conn, changed, origins, created, now)
+    if new_etags:
+        conn.execute(
+            sa.update(referrals)
+            .where(referrals.c.id == sa.bindparam("rid"))
+            .values(etag=sa.bindparam("new_etag")),
+            new_etags,
+        )
+        conn.execute(
+            sa.update(history)
+            .where(history.c.referral_id == sa.bindparam("rid"), history.c.valid_to.is_(None))
+            .values(etag=sa.bindparam("new_etag")),
+            new_etags,
+        )
     if checked:
         for chunk in _chunks(checked):
             conn.execute(
@@ -301,7 +329,11 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _store_changed(
-    conn: Connection, changed: list[FlatReferral], created: set[str], now: datetime
+    conn: Connection,
+    changed: list[FlatReferral],
+    origins: dict[str, str],
+    created: set[str],
+    now: datetime,
 ) -> None:
     ids = [f.id for f in changed]
     parents = []
@@ -329,7 +361,7 @@ def _store_changed(
     versions = []
     for flat in changed:
         version = history_values(flat)
-        version.update(valid_from=now, valid_to=None)
+        version.update(valid_from=now, valid_to=None, origin=origins.get(flat.id, "get"))
         versions.append(version)
     conn.execute(sa.insert(history), versions)
 
@@ -369,6 +401,29 @@ def due_pages(engine: Engine, now: datetime, page: int = 1000) -> Iterator[list[
     while rows := due_page(engine, now, last, page):
         yield rows
         last = rows[-1][0]
+
+
+def make_unseen_due(engine: Engine, since: datetime, due: datetime) -> int:
+    """Make due every id last confirmed before ``since`` (a full listing that began then did not
+    show it: deleted, or outside the listing); ids still failing keep their backoff, and ids
+    already known deleted their ``refresh_not_found_after``."""
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                sa.update(sync_state)
+                .where(
+                    sync_state.c.last_success_at < since,
+                    sync_state.c.next_attempt_at > due,
+                    sync_state.c.consecutive_failures == 0,
+                    # Known deleted: looked at again after refresh_not_found_after instead.
+                    sa.or_(
+                        sync_state.c.last_status_code.is_(None),
+                        sync_state.c.last_status_code != 404,
+                    ),
+                )
+                .values(next_attempt_at=due)
+            ).rowcount
+        )
 
 
 def count_due(engine: Engine, now: datetime) -> int:
@@ -425,6 +480,8 @@ RUN_COUNTERS = (
     "failed",
     "requests",
     "throttled",
+    "list_requests",
+    "get_requests",
 )
 
 

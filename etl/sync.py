@@ -5,7 +5,12 @@ The pipeline (:class:`Pipeline`), supervised by one ``asyncio.TaskGroup``::
     ids ──> feeder ──work──> N fetchers ──results──> writer (one transaction a batch)
             (each id once; stored eTags looked up in chunks)
 
-Fetching and writing overlap: the writer's database work runs in a thread while the fetchers
+A ``sync`` is list-first: its feeder first runs discovery (:mod:`etl.discovery`), which stores
+each list page through the same write path (:meth:`Pipeline.store_listed`), and then feeds only
+the ids that are due. A ``backfill`` feeds the ids it is given.
+
+Fetching and writing overlap: the writer's database work runs in a second process
+(:mod:`etl.writer`; in a thread when ``sync.writer_process`` is off) while the fetchers
 keep fetching, and the queues between the stages are bounded, so memory stays flat whatever the
 number of ids. When any stage fails, the task group cancels the others, so no stage ever waits
 on one that is gone; when a fetch stage fails, the writer first commits what was already
@@ -29,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -73,6 +78,19 @@ class SyncReport:
     message: str | None = None
     bad_lines: int = 0
     duplicates: int = 0  # ids given again after their first time (skipped)
+    listed: int = 0  # referrals stored from list pages (changed or not)
+    list_requests: int = 0
+    get_requests: int = 0
+
+    @property
+    def stored(self) -> int:
+        """Referrals whose new content was stored (created or updated)."""
+        return self.counts.created + self.counts.updated
+
+    @property
+    def requests_per_stored(self) -> float | None:
+        """API requests per referral stored: the run's cost; None when nothing was stored."""
+        return round(self.requests / self.stored, 3) if self.stored else None
 
     @property
     def exit_code(self) -> int:
@@ -90,6 +108,8 @@ class SyncReport:
             "failed": c.failed,
             "requests": self.requests,
             "throttled": self.throttled,
+            "list_requests": self.list_requests,
+            "get_requests": self.get_requests,
         }
 
     def summary(self) -> str:
@@ -97,11 +117,18 @@ class SyncReport:
         return (
             f"{self.ids_total} ids: {c.created} created, {c.updated} updated, "
             f"{c.unchanged} unchanged, {c.not_found} not found, {c.failed} failed; "
-            f"{self.requests} requests ({self.throttled} throttled) in {self.seconds:.1f}s"
+            f"{self.requests} requests ({self.list_requests} list pages, {self.get_requests} "
+            f"by id; {self.throttled} throttled; {_per(self.requests_per_stored)} per referral "
+            f"stored) in {self.seconds:.1f}s"
         )
 
 
+def _per(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
 Progress = Callable[[int], None]
+StorePage = Callable[[list[FetchResult]], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -127,7 +154,7 @@ def run_backfill(
     settings: Settings, engine: Engine, ids: Iterable[TrackedId], options: RunOptions
 ) -> SyncReport:
     """Fetch every id given (each once), due or not."""
-    return asyncio.run(_run(settings, engine, lambda _client, _db: _aiter(ids), options))
+    return asyncio.run(_run(settings, engine, lambda _client, _db, _store: _aiter(ids), options))
 
 
 def run_sync(
@@ -136,12 +163,15 @@ def run_sync(
     options: RunOptions,
     shard: tuple[int, int] | None = None,
 ) -> SyncReport:
-    """Discover (when enabled), then fetch every tracked id that is due (in ``shard``)."""
+    """List-first: store what the listing shows (when ``sync.discover``), then fetch every
+    tracked id that is due (in ``shard``)."""
     return asyncio.run(
         _run(
             settings,
             engine,
-            lambda client, database: _due(settings, database, client, shard),
+            lambda client, database, store_page: _due(
+                settings, database, client, store_page, options, shard
+            ),
             options,
         )
     )
@@ -156,13 +186,20 @@ async def _due(
     settings: Settings,
     database: Database,
     client: ReferralsClient,
+    store_page: StorePage,
+    options: RunOptions,
     shard: tuple[int, int] | None,
 ) -> AsyncIterator[TrackedId]:
+    """List-first: store what the listing shows (discovery on), then fetch by id only the ids
+    that are due (refreshes, failures to retry, listed documents not trusted as complete)."""
     now = store.utcnow()
     if settings.sync.discover:
         from etl.discovery import discover
 
-        await discover(settings, database.engine, client, now)
+        await discover(
+            settings, database, client, store_page, now, stop=options.stop, dry_run=options.dry_run
+        )
+    # Due as of the run's start: what the listing stored just now is not fetched again.
     last = ""
     while page := await database.call(store.due_page, database.engine, now, last):
         last = page[-1][0]
@@ -325,14 +362,12 @@ class Pipeline:
         settings: Settings,
         database: Database,
         client: ReferralsClient,
-        ids: AsyncIterator[TrackedId],
         options: RunOptions,
         report: SyncReport,
     ) -> None:
         self.settings = settings
         self.database = database
         self.client = client
-        self.ids = ids
         self.options = options
         self.report = report
         self.fetchers = settings.api.concurrency
@@ -342,13 +377,15 @@ class Pipeline:
         )
         self.results: asyncio.Queue[FetchResult | None] = asyncio.Queue(maxsize=self.batch_size * 4)
 
-    async def run(self) -> None:
+    async def run(self, ids: AsyncIterator[TrackedId]) -> None:
+        """Feed ``ids`` through (a sync's source also stores list pages through
+        :meth:`store_listed` as the feeder reads it)."""
         fetch_failure: Exception | None = None
         async with asyncio.TaskGroup() as group:
             group.create_task(self.write(), name="writer")
             try:
                 async with asyncio.TaskGroup() as fetching:
-                    fetching.create_task(self.feed(), name="feeder")
+                    fetching.create_task(self.feed(ids), name="feeder")
                     for n in range(self.fetchers):
                         fetching.create_task(self.fetch(), name=f"fetcher-{n}")
             except Exception as exc:  # the fetch side failed: commit what it fetched, then raise
@@ -357,13 +394,13 @@ class Pipeline:
         if fetch_failure is not None:
             raise fetch_failure
 
-    async def feed(self) -> None:
+    async def feed(self, ids: AsyncIterator[TrackedId]) -> None:
         """Each id once (however often it is given), in chunks whose stored eTags are looked
         up together; stops taking ids on a stop request or at the limit."""
         seen: set[int] = set()  # 64-bit hashes of the ids given so far: flat enough in memory
         chunk: list[TrackedId] = []
         stop, limit = self.options.stop, self.options.limit
-        async for tracked in self.ids:
+        async for tracked in ids:
             if stop.is_set() or (limit is not None and len(seen) >= limit):
                 break
             key = hash(tracked.id)
@@ -417,6 +454,12 @@ class Pipeline:
             if finished:
                 return
 
+    async def store_listed(self, batch: list[FetchResult]) -> None:
+        """A list page's referrals, through the same write path as fetched ones."""
+        self.report.ids_total += len(batch)
+        self.report.listed += len(batch)
+        await self._store(batch)
+
     async def _store(self, batch: list[FetchResult]) -> None:
         report = self.report
         _collect(report, self.client.stats)
@@ -466,6 +509,7 @@ class Pipeline:
             result.source,
             error=f"could not be stored: {first}",
             http_status=result.http_status,
+            origin=result.origin,
         )
         try:
             return await self.database.write(
@@ -481,7 +525,7 @@ class Pipeline:
 async def _run(
     settings: Settings,
     engine: Engine,
-    source: Callable[[ReferralsClient, Database], AsyncIterator[TrackedId]],
+    source: Callable[[ReferralsClient, Database, StorePage], AsyncIterator[TrackedId]],
     options: RunOptions,
 ) -> SyncReport:
     report = SyncReport(trigger=options.trigger)
@@ -531,9 +575,8 @@ async def _run(
                         _heartbeat(settings, database, lease, options.stop), name="heartbeat"
                     )
                     try:
-                        await Pipeline(
-                            settings, database, client, source(client, database), options, report
-                        ).run()
+                        pipeline = Pipeline(settings, database, client, options, report)
+                        await pipeline.run(source(client, database, pipeline.store_listed))
                     finally:
                         beat.cancel()
             finally:
@@ -557,6 +600,11 @@ async def _run(
             "run_id": report.run_id,
             "outcome": report.status,
             "duration": round(report.seconds, 3),
+            "requests": report.requests,
+            "list_requests": report.list_requests,
+            "get_requests": report.get_requests,
+            "stored": report.stored,
+            "requests_per_stored": report.requests_per_stored,
         },
     )
     if report.run_id is not None:
@@ -671,6 +719,8 @@ def _checked_head(engine: Engine) -> None:
 def _collect(report: SyncReport, stats: ClientStats) -> None:
     report.requests = stats.requests
     report.throttled = stats.throttled
+    report.list_requests = stats.list_requests
+    report.get_requests = stats.get_requests
     report.by_status = dict(stats.by_status)
 
 

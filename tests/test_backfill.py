@@ -14,6 +14,7 @@ from oracle import expected_rows, normalise
 from sqlalchemy.engine import Engine
 
 from etl.auth import BearerAuth, StaticTokenProvider
+from etl.flatten import content_hash
 from etl.ids import TrackedId
 from etl.models import CHILD_TABLES, TABLES
 from etl.sandbox import Sandbox
@@ -129,7 +130,7 @@ def test_seed_document_lands_field_by_field(engine: Engine) -> None:
         200,
         0,
     )
-    assert state["content_hash"] is None  # an eTag came: no hash needed
+    assert state["content_hash"] == content_hash(SEED)  # the hash identifies the version
 
 
 def _utc(text: str) -> Any:

@@ -75,3 +75,24 @@ def test_bench_smoke_run_prints_the_table(tmp_path: Path) -> None:
     for judged in ("b first load (in process)", "b unchanged, 304 (in process)"):
         assert rows[judged]["vs_target"] > 0
         assert "ms own/ref" in rows[judged]["figure"]
+
+
+def test_bench_listfirst_smoke_run_prints_its_table() -> None:
+    """`python -m bench.listfirst` on 250 referrals, no latency: four rows, list-first cheaper."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.listfirst", "--referrals", "250", "--latency", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0][0] == "| step" and len(rows) == 5
+    requests = {(r[0].strip("| "), r[1]): int(r[3].replace(",", "")) for r in rows[1:]}
+    assert requests == {
+        ("first sync", "list-first"): 3,
+        ("first sync", "by-id"): 250,
+        ("1% changed", "list-first"): 1,
+        ("1% changed", "by-id"): 2,
+    }

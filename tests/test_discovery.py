@@ -18,22 +18,29 @@ def _list_requests(box: Sandbox) -> int:
     return sum(1 for _, path, _, _ in box.requests if path.endswith("/engagements/referrals"))
 
 
-def test_first_sync_tracks_everything_then_only_changes_are_fetched(sqlite_engine: Engine) -> None:
+def _gets(box: Sandbox) -> set[str]:
+    return {p.rsplit("/", 1)[-1] for _, p, _, _ in box.requests if "/referrals/" in p}
+
+
+def test_first_sync_stores_what_it_lists_then_only_changes_are_read(sqlite_engine: Engine) -> None:
     box = Sandbox(count=1000, seed=31)
     settings = settings_for(sqlite_engine, sync={"discover": True})
     first = sync(sqlite_engine, box, settings=settings)
-    assert (first.counts.created, first.ids_total) == (1000, 1000)
-    assert _list_requests(box) == 10  # 1,000 referrals, pages of 100
+    assert (first.counts.created, first.ids_total, first.listed) == (1000, 1000, 1000)
+    assert _list_requests(box) == 10 == first.requests == first.list_requests  # pages of 100
+    assert _gets(box) == set() and first.get_requests == 0
     state = rows_of(sqlite_engine, "sync_state")
     assert len(state) == 1000 and {r["source"] for r in state} == {"discovery"}
+    assert {r["origin"] for r in rows_of(sqlite_engine, "referral_history")} == {"list"}
 
     changed = set(box.change(ids=box.ids[100:120]))
     box.requests.clear()
     second = sync(sqlite_engine, box, settings=settings)
-    fetched = {path.rsplit("/", 1)[-1] for _, path, _, _ in box.requests if "/referrals/" in path}
-    assert fetched == changed
-    assert (second.counts.updated, second.counts.unchanged, second.counts.created) == (20, 0, 0)
-    assert _list_requests(box) <= 2  # the page holding the changes, at most one more
+    assert _gets(box) == set()
+    assert (second.counts.updated, second.counts.created) == (20, 0)
+    assert _list_requests(box) == 1  # the time filter leaves only the changes
+    versions = rows_of(sqlite_engine, "referral_history")
+    assert {v["referral_id"] for v in versions if v["valid_to"] is not None} == changed
 
 
 def test_discovery_filter_narrows_the_listing(sqlite_engine: Engine) -> None:

@@ -720,3 +720,57 @@ def test_reset_stats_zeroes_the_counters() -> None:
     assert stats.total == 0
     assert stats.by_status == {}
     assert sb.stats is stats
+
+
+# -- listing as a source of documents (list-first sync) ----------------------------------------
+
+
+def test_listed_documents_can_leave_out_etag_and_context_as_the_official_sample_does() -> None:
+    sb = Sandbox(count=120, seed=12)
+    with_etag = list_all(sb, {"$orderby": "updatedDateTime desc"})[0]
+    assert all(d["eTag"] == sb.etag(d["id"]) for d in with_etag)
+    sb.faults.update({"list_etag": False})
+    without = list_all(sb, {"$orderby": "updatedDateTime desc"})[0]
+    assert [d["id"] for d in without] == [d["id"] for d in with_etag]
+    assert not any("eTag" in d or "@odata.context" in d for d in without)
+    for listed, full in zip(without, with_etag, strict=True):
+        assert listed == {k: x for k, x in full.items() if k not in ("eTag", "@odata.context")}
+    # A GET by id still carries the eTag, in the body and the header.
+    r = get(sb, ITEM.format(sb.ids[0]))
+    assert r.json()["eTag"] == r.headers["etag"] == sb.etag(sb.ids[0])
+
+
+def test_a_time_filter_can_be_refused_with_400() -> None:
+    sb = Sandbox(count=30, seed=12)
+    text = "updatedDateTime gt 2020-01-01T00:00:00Z"
+    assert get(sb, LIST, params={"$filter": text}).status_code == 200
+    sb.faults.time_filter = False
+    r = get(sb, LIST, params={"$filter": text})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "BadRequest"
+    assert get(sb, LIST, params={"$filter": "status eq 'New'"}).status_code == 200
+
+
+def test_a_change_stamps_updated_datetime_with_the_time_of_the_change() -> None:
+    now = [1_900_000_000 * 10_000_000 + 1234567]  # 2030-03-17, in ticks
+    sb = Sandbox(count=40, seed=13, clock=lambda: now[0])
+    rid = sb.ids[5]
+    sb.change(ids=[rid])
+    stamped = sb.document(rid)["updatedDateTime"]
+    assert stamped.startswith("2030-03-17T17:46:40")
+    newest = list_all(sb, {"$orderby": "updatedDateTime desc", "$top": 1})[0][0]
+    assert newest["id"] == rid
+    now[0] += 10_000_000
+    sb.change(ids=[sb.ids[6]])
+    assert sb.document(sb.ids[6])["updatedDateTime"].startswith("2030-03-17T17:46:41")
+
+
+def test_a_referral_changed_while_the_pages_are_read_moves_to_the_front() -> None:
+    sb = Sandbox(count=300, seed=14)
+    order = [d["id"] for d in list_all(sb, {"$orderby": "updatedDateTime desc"})[0]]
+    mover = order[250]  # on the third page
+    sb.change_while_listing([mover], after_pages=1)
+    seen = [d["id"] for d in list_all(sb, {"$orderby": "updatedDateTime desc"})[0]]
+    # Keyset paging: the moved referral is now newer than the pages already read, so this
+    # listing never shows it; the next one shows it first.
+    assert mover not in seen and len(seen) == 299
+    assert list_all(sb, {"$orderby": "updatedDateTime desc", "$top": 1})[0][0]["id"] == mover

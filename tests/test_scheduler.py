@@ -65,6 +65,7 @@ def _schedule_settings(engine: Engine, interval: float, **sync: Any) -> Settings
             "discover": True,
             "refresh_open_after": 0.0,
             "refresh_closed_after": 0.0,
+            "refresh_listed_after": 0.0,
             **sync,
         },
         schedule={"interval": interval},
@@ -156,7 +157,9 @@ def test_stop_lets_the_run_in_progress_finish_in_flight_work(sqlite_engine: Engi
     run is recorded as interrupted, the lock is released, and run_schedule returns 0."""
     box = Sandbox(count=40, seed=4)
     box.faults.latency_seconds = 0.2  # 40 ids two at a time: ~4 s for the whole run
-    settings = _schedule_settings(sqlite_engine, interval=0.2, batch_size=2)
+    # Fetched by id (a listing would store all 40 in one request): tracked, discovery off.
+    store.track_ids(sqlite_engine, [(i, "file") for i in box.ids], due=store.utcnow())
+    settings = _schedule_settings(sqlite_engine, interval=0.2, batch_size=2, discover=False)
     settings = settings.replace(api={"concurrency": 2})
     with scheduled(settings, box) as running:
         _wait_for("a run with some work committed", lambda: box.stats.total >= 8)

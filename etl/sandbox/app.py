@@ -242,7 +242,7 @@ class SandboxApp:
             top = odata.parse_top(params.get("$top"))
             order = odata.parse_orderby(params.get("$orderby"))
             text = params.get("$filter")
-            predicate = odata.parse_filter(text)
+            predicate = odata.parse_filter(text, times=self.sandbox.faults.time_filter)
             after = None
             token = params.get("$skiptoken")
             if token:
@@ -251,6 +251,9 @@ class SandboxApp:
         except odata.ODataError as exc:
             raise _AnswerNowError(400, _error("BadRequest", str(exc), "query")) from exc
         page, last = self.sandbox.list_page(predicate, order, top, after)
+        faults = self.sandbox.faults
+        if not faults.list_etag or faults.partial_listed_ids:
+            page = [_as_listed(body, faults.list_etag, faults.partial_listed_ids) for body in page]
         parts = [_LIST_CONTEXT, str(len(page)).encode(), b',"value":[', b",".join(page), b"]"]
         if last is not None:
             host = headers.get("host") or "{}:{}".format(*scope.get("server") or ("localhost", 80))
@@ -316,6 +319,18 @@ class SandboxApp:
         else:
             sb.restore(ids)
         return ids
+
+
+def _as_listed(body: bytes, etag: bool, partial: set[str]) -> bytes:
+    """A listed document: without eTag and @odata.context as Microsoft's list sample shows it
+    (``etag`` False); without its status when its id is in ``partial``."""
+    doc = json.loads(body)
+    if not etag:
+        doc.pop("eTag", None)
+        doc.pop("@odata.context", None)
+    if doc.get("id") in partial:
+        doc.pop("status", None)
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 async def _read_json(receive: Receive) -> dict[str, Any]:

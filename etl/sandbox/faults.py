@@ -16,6 +16,7 @@ _ID_SETS = (
     "mismatched_id_ids",
     "echo_auth_ids",
 )
+_LIST_ID_SETS = ("partial_listed_ids",)
 
 
 @dataclass
@@ -25,6 +26,13 @@ class Faults:
     latency_seconds: float = 0.0
     send_304: bool = True
     send_etag_header: bool = True
+    # False: listed documents carry no eTag and no @odata.context, as in Microsoft's list sample.
+    list_etag: bool = True
+    # False: a $filter on updatedDateTime/createdDateTime is answered 400, as by an API that
+    # does not accept it.
+    time_filter: bool = True
+    # Ids whose listed document lacks its status (a GET by id still serves it whole).
+    partial_listed_ids: set[str] = field(default_factory=set)
     throttle_rps: float = 0.0
     error_rate_503: float = 0.0
     fail_next: int = 0
@@ -46,7 +54,7 @@ class Faults:
         if unknown:
             raise ValueError(f"unknown fault switch(es) {unknown}; known: {sorted(known)}")
         for name, value in changes.items():
-            if name in _ID_SETS or name == "accepted_tokens":
+            if name in _ID_SETS or name in _LIST_ID_SETS or name == "accepted_tokens":
                 value = None if value is None and name == "accepted_tokens" else set(value or ())
             elif name in ("latency_seconds", "throttle_rps", "error_rate_503"):
                 value = float(value)

@@ -81,9 +81,10 @@ def _tokens(text: str) -> list[str]:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, times: bool = True) -> None:
         self.tokens = _tokens(text)
         self.pos = 0
+        self.times = times
 
     def _next(self) -> str:
         if self.pos >= len(self.tokens):
@@ -117,18 +118,21 @@ class _Parser:
             text_of = _TEXT_FIELDS[field]
             value = literal[1:-1].replace("''", "'").lower()
             return [lambda r: compare(text_of(r), value)]
-        if field in _TIME_FIELDS:
+        if field in _TIME_FIELDS and self.times:
             time_of = _TIME_FIELDS[field]
             ticks = parse_datetime(literal.strip("'"))
             return [lambda r: compare(time_of(r), ticks)]
         raise ODataError(f"cannot filter on {field!r}")
 
 
-def parse_filter(text: str | None) -> Predicate | None:
-    """A predicate over records for ``$filter``, or None when there is no filter."""
+def parse_filter(text: str | None, times: bool = True) -> Predicate | None:
+    """A predicate over records for ``$filter``, or None when there is no filter.
+
+    ``times=False`` refuses comparisons of the timestamps, as an API that does not accept them.
+    """
     if text is None or not text.strip():
         return None
-    parser = _Parser(text)
+    parser = _Parser(text, times)
     terms = parser.expression()
     if parser.pos != len(parser.tokens):
         raise ODataError("unbalanced parentheses in $filter")

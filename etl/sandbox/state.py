@@ -66,6 +66,8 @@ class Sandbox:
         self._events: list[tuple[str, str, int, str]] = []
         self._generation = 0
         self._sorted: dict[str, tuple[int, list[tuple[int, str]]]] = {}
+        self._pages_served = 0
+        self._during_listing: list[tuple[int, list[str]]] = []
         self._pools = g.fragment_pools(seed)
         self._add(count, fresh=False)
         self.app = SandboxApp(self)
@@ -170,6 +172,13 @@ class Sandbox:
             self._touch("referral-updated", chosen)
             return chosen
 
+    def change_while_listing(self, ids: Iterable[str], after_pages: int = 1) -> None:
+        """Change ``ids`` (as :meth:`change` does) right after the ``after_pages``-th list page
+        from now has been served: the way a referral moves between pages while a client reads
+        them. Each referral changed this way becomes newer than every page read so far."""
+        with self.lock:
+            self._during_listing.append((self._pages_served + after_pages, list(ids)))
+
     def delete(self, ids: Iterable[str]) -> None:
         """Make ``ids`` invisible: GET answers 404 and the list omits them."""
         with self.lock:
@@ -271,12 +280,23 @@ class Sandbox:
                 step, i = 1, bisect_right(keys, after) if after else 0
             records, last = self._records, None
             page: list[bytes] = []
+            more = False
             while 0 <= i < len(keys):
                 rec = records[keys[i][1]]
                 if predicate is None or predicate(rec):
                     if len(page) == top:
-                        return page, last
+                        more = True
+                        break
                     page.append(self.body(rec))
                     last = keys[i]
                 i += step
-            return page, None
+            self._pages_served += 1
+            self._after_page()
+            return page, last if more else None
+
+    def _after_page(self) -> None:
+        due = [ids for at, ids in self._during_listing if at <= self._pages_served]
+        if due:
+            self._during_listing = [e for e in self._during_listing if e[0] > self._pages_served]
+            for ids in due:
+                self.change(ids=ids)

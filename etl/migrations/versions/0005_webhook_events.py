@@ -1,7 +1,7 @@
 """webhook_events: the callbacks the receiver accepted, committed before they are acknowledged.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-02 01:30:00.000000
 
 A repeated delivery of one event (Partner Center retries, and sends no event id) is recorded
@@ -17,7 +17,7 @@ from sqlalchemy.dialects import mysql
 
 
 revision: str = "0005"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
