@@ -35,7 +35,7 @@ from etl import store
 from etl.client import ListQueryRefusedError, ReferralsClient
 from etl.config import Settings
 from etl.errors import BadDocumentError, InvalidIdError
-from etl.flatten import parse_time
+from etl.flatten import parse_time, too_deep
 from etl.ids import canonical_id
 from etl.results import FetchResult, Outcome
 from etl.stopping import StopRequest
@@ -86,8 +86,12 @@ def listed_result(document: Any) -> FetchResult | str | None:
     except InvalidIdError as exc:
         log.warning("discovery skipped a listed referral: %s", str(exc)[:300])
         return None
-    if any(document.get(name) in (None, "") for name in REQUIRED) or (
-        parse_time(document.get("updatedDateTime")) is None
+    if (
+        any(document.get(name) in (None, "") for name in REQUIRED)
+        or parse_time(document.get("updatedDateTime")) is None
+        # Nested deeper than any database stores (MariaDB's JSON check): read it by id, where
+        # it fails alone with its reason instead of failing its page's transaction.
+        or too_deep(document)
     ):
         return referral_id
     document["id"] = referral_id

@@ -136,6 +136,12 @@ def decode_document(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[Any, str |
     return value, (None if constants else text)
 
 
+def too_deep(value: Any, max_depth: int = MAX_DEPTH) -> bool:
+    """Whether containers nest more than ``max_depth`` levels in ``value`` (a listed document
+    inside a page that was read whole is checked with this, as a body is in decode_document)."""
+    return _depth(value, max_depth) > max_depth
+
+
 def _depth(value: Any, limit: int) -> int:
     """How deeply containers nest in ``value`` (more than ``limit``: stops counting), level by
     level without recursion."""

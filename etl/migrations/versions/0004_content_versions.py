@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision: str = "0004"
 down_revision: str | None = "0003"
@@ -95,12 +96,15 @@ def _content_hash(document: dict[str, Any]) -> str:
     """Frozen copy of ``etl.flatten.content_hash`` as of this revision."""
     content = {k: v for k, v in document.items() if k != "eTag" and not k.startswith("@odata.")}
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def UtcDateTime() -> sa.DateTime:  # noqa: N802 - reads like the model's type
+    """A UTC instant, as this revision knows it: timestamptz, DATETIME(6) on MariaDB."""
+    return sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
 def _set_comments(new: bool) -> None:
-    from etl.models import UtcDateTime
-
     if op.get_context().dialect.name == "sqlite":
         return  # SQLite keeps no column comments
     for table, column, type_, nullable, old_comment, new_comment in _COMMENTS:
