@@ -128,8 +128,8 @@ def first_load(plan: Plan, database: Database, server: SandboxProcess) -> None:
         naive.figure = "baseline (loop only)"
     except Exception as exc:
         plan._error("h naive", name, exc)
-    # The writer in a thread (as before etl.writer) beside the shipped writer process.
-    for label, process in (("h first load, CLI, writer thread", "false"), (H_LABEL, "true")):
+    # As shipped (the writer in a thread), then with the writer process (sync.writer_process).
+    for label, process in ((H_LABEL, "false"), ("h first load, CLI, writer process", "true")):
         try:
             database.reset()
             ids = server.ids()[: s.h_ids]
@@ -174,9 +174,7 @@ def latency(plan: Plan, database: Database, server: SandboxProcess) -> None:
         label = f"i 100 ms, {I_WORKERS} workers, in process"
         try:
             database.reset()
-            spec: dict[str, Any] = plan._tcp(
-                server, s.i_ids, api={"concurrency": I_WORKERS}, writer_process=True
-            )
+            spec: dict[str, Any] = plan._tcp(server, s.i_ids, api={"concurrency": I_WORKERS})
             row = plan._add(from_step(label, name, plan._step(label, database, spec)))
             row.figure = f"{row.rate / ideal:.1%} of {ideal:.0f}/s"
             row.target = f">= {t.I_SHARE:.0%} of {ideal:.0f}/s"

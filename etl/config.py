@@ -228,7 +228,7 @@ class SyncSettings:
         metadata=_key("longest wait before retrying an id that keeps failing", duration=True),
     )
     writer_process: bool = field(
-        default=True,
+        default=False,
         metadata=_key(
             "parse and write referrals in a second process (a second CPU core); off: a thread"
         ),

@@ -9,8 +9,8 @@ A ``sync`` is list-first: its feeder first runs discovery (:mod:`etl.discovery`)
 each list page through the same write path (:meth:`Pipeline.store_listed`), and then feeds only
 the ids that are due. A ``backfill`` feeds the ids it is given.
 
-Fetching and writing overlap: the writer's database work runs in a second process
-(:mod:`etl.writer`; in a thread when ``sync.writer_process`` is off) while the fetchers
+Fetching and writing overlap: the writer's database work runs in a thread (or, with
+``sync.writer_process``, in a second process: :mod:`etl.writer`) while the fetchers
 keep fetching, and the queues between the stages are bounded, so memory stays flat whatever the
 number of ids. When any stage fails, the task group cancels the others, so no stage ever waits
 on one that is gone; when a fetch stage fails, the writer first commits what was already

@@ -161,8 +161,7 @@ def settings_for(engine: Engine, **sections: dict[str, Any]) -> Settings:
     base: dict[str, dict[str, Any]] = {
         "database": {"url": engine.url.render_as_string(hide_password=False)},
         "api": {"base_url": BASE_URL, "concurrency": 8, "max_attempts": 3},
-        # The writer in a thread unless a test asks for the process (test_run_core does):
-        # a process per run would add its start to every test.
+        # The writer in a thread (the default) unless a test asks for the process.
         "sync": {"discover": False, "writer_process": False},
     }
     for name, values in sections.items():

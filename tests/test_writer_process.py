@@ -3,8 +3,7 @@
 The same rows as the thread writer; a value the database refuses fails only its referral (the
 driver's error comes back from the child and is judged by the run's one policy); a missing
 table and a writer process that dies both end the run with exit 5, recorded `failed`, lease
-released, never a hang. The CLI's own runs use the process by default (test_run_core's dead
-writer and PostgreSQL outage, test_resilience's SIGTERM run through it).
+released, never a hang.
 """
 
 from __future__ import annotations
