@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import sqlalchemy as sa
@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session
 from etl.flatten import flatten_referral, history_values
 from etl.models import CHILD_TABLES, Base, Referral, ReferralHistory, SyncState
 
-_CLASSES: dict[str, Any] = {m.local_table.name: m.class_ for m in Base.registry.mappers}
+_CLASSES: dict[str, Any] = {
+    cast(sa.Table, m.local_table).name: m.class_ for m in Base.registry.mappers
+}
 
 
 class SyncTransport(httpx.BaseTransport):

@@ -156,8 +156,8 @@ def stage_timings(n: int, repeats: int, workdir: Path, template: Path) -> dict[s
     out: dict[str, Any] = {"n": n}
     for kind, conditional in (("first", False), ("unchanged", True)):
         sandbox = sandbox_cost(box, ids, conditional) * 1000
-        http = _best(lambda c=conditional: asyncio.run(raw_gets(c)), repeats) * per
-        client = _best(lambda c=conditional: asyncio.run(client_gets(c)), repeats) * per
+        http = _best(lambda c=conditional: asyncio.run(raw_gets(c)), repeats) * per  # type: ignore[misc]
+        client = _best(lambda c=conditional: asyncio.run(client_gets(c)), repeats) * per  # type: ignore[misc]
         stages: dict[str, float] = {"sandbox (not ours)": sandbox}
         stages["HTTP client: httpx + box.transport()"] = http - sandbox
         if kind == "first":
@@ -173,7 +173,7 @@ def stage_timings(n: int, repeats: int, workdir: Path, template: Path) -> dict[s
             stages["ReferralsClient around httpx (ids, headers, throttle)"] = client - http
             stages["database: write_batch (304 outcomes)"] = _best(write_unchanged, repeats) * per
         summed = sum(v for k, v in stages.items() if not k.startswith(" "))
-        whole = _best(lambda u=kind == "unchanged": pipeline(u), repeats) * per
+        whole = _best(lambda u=kind == "unchanged": pipeline(u), repeats) * per  # type: ignore[misc]
         stages["sum of the stages"] = summed
         stages["whole pipeline (run_backfill, 8 workers + writer thread)"] = whole
         stages["pipeline overhead (whole - sum)"] = whole - summed
@@ -225,8 +225,8 @@ def _category(stack: list[Frame]) -> str:
 
 
 def profile(n: int, workdir: Path, template: Path, unchanged: bool) -> dict[str, Any]:
-    from pyinstrument import Profiler
-    from pyinstrument.session import Session
+    from pyinstrument import Profiler  # type: ignore[import-not-found, unused-ignore]
+    from pyinstrument.session import Session  # type: ignore[import-not-found, unused-ignore]
 
     box = Sandbox(count=n, seed=1, request_log_size=0)
     box.faults.accepted_tokens = {TOKEN}
@@ -248,7 +248,7 @@ def profile(n: int, workdir: Path, template: Path, unchanged: bool) -> dict[str,
             profiler.stop()
             sessions.append(profiler.last_session)
 
-    store.write_batch = profiled  # type: ignore[assignment]
+    store.write_batch = profiled
     main = Profiler(interval=0.001, async_mode="disabled")
     try:
         main.start()
@@ -257,7 +257,7 @@ def profile(n: int, workdir: Path, template: Path, unchanged: bool) -> dict[str,
         wall = time.perf_counter() - started
         main.stop()
     finally:
-        store.write_batch = original  # type: ignore[assignment]
+        store.write_batch = original
         engine.dispose()
     assert main.last_session is not None
     writer = sessions[0]

@@ -14,6 +14,7 @@ import json
 import resource
 import sys
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import httpx
@@ -145,7 +146,7 @@ def sandbox_cost(box: Sandbox, ids: list[str], conditional: bool, limit: int = 5
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     async def calls() -> float:

@@ -417,7 +417,8 @@ def _own_cost(row: Row, target_ms: float, judged: bool) -> None:
 
 
 def _job_mb(row: Row) -> float:
-    return row.peak_mb - row.raw.get("sandbox_kb", 0) / 1024
+    sandbox_kb: float = row.raw.get("sandbox_kb", 0)
+    return row.peak_mb - sandbox_kb / 1024
 
 
 def _settled_rate(samples: list[tuple[float, int, int]]) -> float | None:

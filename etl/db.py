@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from etl.config import redact_url
-from etl.errors import ConfigError, DatabaseError, SchemaNotAtHeadError
+from etl.errors import ConfigError, DatabaseError, SchemaNotAtHeadError, first_line
 from etl.flatten import RawJson
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def describe(engine: Engine) -> str:
 
 def connect_error(engine: Engine, exc: Exception) -> DatabaseError:
     """One clear line for a database that cannot be reached or keeps failing."""
-    reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0][:300]
+    reason = first_line(getattr(exc, "orig", None) or exc)
     return DatabaseError(
         f"database {describe(engine)}: {reason}; check database.url and that the server is up"
     )

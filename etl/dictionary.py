@@ -29,7 +29,7 @@ _DIALECTS: tuple[tuple[str, str, Dialect], ...] = (
 _INTRO = """\
 # Data dictionary
 
-Generated from the models (`etl/models.py`) and the view definitions (`etl/views.py`) by
+Generated from the models (`etl/models.py`) and the view definitions (`etl/views/`) by
 `referrals-etl db docs`; do not edit by hand (a test fails when this file is out of date).
 Querying advice and examples: [querying.md](querying.md) and [queries.sql](queries.sql).
 

@@ -104,3 +104,13 @@ class BadDocumentError(ReferralError):
 
 class InvalidIdError(ReferralError):
     """A string that can never be a referral id (it is rejected before any request)."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``exc``'s message, at most ``limit`` characters ("" when it has none).
+
+    The one way an error becomes one log or status line: a message may carry a whole SQL
+    statement, a response body or a traceback on its later lines.
+    """
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else ""

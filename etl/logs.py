@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import IO
 
+from etl.errors import first_line
 from etl.redact import mask
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
@@ -69,8 +70,8 @@ def _one_line(exc_info: ExcInfo) -> str:
     exc = exc_info[1]
     if exc is None:
         return ""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+    line = first_line(exc)
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
 
 
 class JsonFormatter(logging.Formatter):

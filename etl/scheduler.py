@@ -24,8 +24,6 @@ import signal
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from types import FrameType
-from typing import Any
 
 import httpx
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobEvent
@@ -42,7 +40,9 @@ from etl.errors import (
     EtlError,
     InterruptedRunError,
     SchemaNotAtHeadError,
+    first_line,
 )
+from etl.stopping import on_stop_signals
 from etl.sync import RunOptions, SyncReport, run_sync
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class _Runner:
             log.error(
                 "scheduled sync failed, next run as scheduled: %s: %s",
                 exc.__class__.__name__,
-                _first_line(exc),
+                redact_url(first_line(exc)),
                 exc_info=log.isEnabledFor(logging.DEBUG),
                 extra={"outcome": "failed"},
             )
@@ -152,7 +152,9 @@ class _Runner:
                 self.on_report(report)
             except Exception as exc:
                 log.error(
-                    "could not report the run: %s: %s", exc.__class__.__name__, _first_line(exc)
+                    "could not report the run: %s: %s",
+                    exc.__class__.__name__,
+                    redact_url(first_line(exc)),
                 )
 
     def stop_current(self) -> None:
@@ -163,11 +165,6 @@ class _Runner:
                 return
             name = signal.Signals(self.stop_signal).name
             options.stop.request(f"{name}: the scheduler is stopping", self.stop_signal)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return redact_url(lines[0][:300]) if lines else ""
 
 
 def _build_auth(settings: Settings) -> httpx.Auth:
@@ -214,7 +211,7 @@ def run_schedule(
             _log_next_run(scheduler)
 
     scheduler.add_listener(after_run, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
-    previous = _install_signal_handlers(signals)
+    restore_signals = on_stop_signals(signals.append, _exit_now)  # main thread polls `signals`
     try:
         scheduler.start()
         log.info("scheduler started: %s (UTC)", _describe(settings))
@@ -231,7 +228,7 @@ def run_schedule(
         runner.stop_current()
         scheduler.shutdown(wait=True)
     finally:
-        _restore_signal_handlers(previous)
+        restore_signals()
     log.info("scheduler stopped")
     return runner.fatal_code or 0
 
@@ -260,27 +257,7 @@ def _log_next_run(scheduler: BackgroundScheduler) -> None:
         log.info("next sync at %s", when.astimezone(UTC).isoformat(timespec="seconds"))
 
 
-_Handler = Callable[[int, FrameType | None], Any] | int | None
-
-
-def _install_signal_handlers(signals: list[int]) -> dict[int, _Handler]:
-    """SIGTERM/SIGINT: request a stop; a second one exits at once. Main thread only."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if signals:
-            log.error("second %s: exiting now", signal.Signals(signum).name)
-            os._exit(128 + signum)
-        signals.append(signum)  # the main thread polls this list and does the rest
-
-    previous: dict[int, _Handler] = {}
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        previous[signum] = signal.getsignal(signum)
-        signal.signal(signum, handler)
-    return previous
-
-
-def _restore_signal_handlers(previous: dict[int, _Handler]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+def _exit_now(signum: int) -> None:
+    """A second SIGTERM/SIGINT: exit at once (every committed batch is whole)."""
+    log.error("second %s: exiting now", signal.Signals(signum).name)
+    os._exit(128 + signum)

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 
 class StopRequest:
@@ -87,3 +91,38 @@ class StopRequest:
 
 class StopRequested(Exception):  # noqa: N818 - a request, not an error of the code
     """Raised out of an interrupted wait; the run records itself as interrupted."""
+
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def on_stop_signals(
+    first: Callable[[int], None], again: Callable[[int], None]
+) -> Callable[[], None]:
+    """SIGTERM/SIGINT: the first one calls ``first(signum)``, every later one ``again(signum)``.
+
+    The one place the job installs signal handlers (the CLI's runs and the scheduler). Main
+    thread only, where Python delivers signals; elsewhere nothing is installed. Returns the
+    function that puts the previous handlers back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    seen: list[int] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if seen:
+            again(signum)
+            return
+        seen.append(signum)
+        first(signum)
+
+    previous: dict[int, _Handler] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+    return restore

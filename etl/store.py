@@ -380,11 +380,16 @@ def stored_etags(engine: Engine, ids: Sequence[str]) -> dict[str, str | None]:
     return found
 
 
+def _is_due(now: datetime) -> sa.ColumnElement[bool]:
+    """A tracked id is due at ``now``: its next attempt is not later, or was never set."""
+    return sa.or_(sync_state.c.next_attempt_at <= now, sync_state.c.next_attempt_at.is_(None))
+
+
 def due_page(
     engine: Engine, now: datetime, after: str = "", size: int = 1000
 ) -> list[tuple[str, str]]:
     """One page of (id, source) of the tracked ids due at ``now``, ids after ``after``."""
-    due = sa.or_(sync_state.c.next_attempt_at <= now, sync_state.c.next_attempt_at.is_(None))
+    due = _is_due(now)
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(sync_state.c.referral_id, sync_state.c.source)
@@ -428,7 +433,7 @@ def make_unseen_due(engine: Engine, since: datetime, due: datetime) -> int:
 
 def count_due(engine: Engine, now: datetime) -> int:
     with engine.connect() as conn:
-        due = sa.or_(sync_state.c.next_attempt_at <= now, sync_state.c.next_attempt_at.is_(None))
+        due = _is_due(now)
         return int(conn.execute(sa.select(sa.func.count()).where(due)).scalar_one())
 
 

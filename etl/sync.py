@@ -46,7 +46,7 @@ from etl import store
 from etl.client import ClientStats, ReferralsClient
 from etl.config import Settings, SyncSettings
 from etl.db import connect_error, failure, require_head
-from etl.errors import DatabaseError, EtlError, InterruptedRunError, LockHeldError
+from etl.errors import DatabaseError, EtlError, InterruptedRunError, LockHeldError, first_line
 from etl.ids import TrackedId, in_shard
 from etl.results import FetchResult, Outcome
 from etl.stopping import StopRequest, StopRequested
@@ -705,8 +705,7 @@ async def _quietly(call: Any) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:500] if lines else exc.__class__.__name__
+    return first_line(exc, 500) or exc.__class__.__name__
 
 
 def _checked_head(engine: Engine) -> None:

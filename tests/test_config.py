@@ -140,6 +140,7 @@ def test_a_byte_order_mark_is_accepted_and_a_binary_file_is_one_line(tmp_path: P
         ("", {"REFERRALS_ETL_API_MAX_ATTEMPTS": "1e400"}, "[api] max_attempts must be"),
         ("[sync]\nlock_lease = 0\n", {}, "[sync] lock_lease must be a duration"),
         ('[sync]\nlock_lease = "2s"\n', {}, "at least 3s"),
+        ('[webhook]\nlock_lease = "2s"\n', {}, "at least 3s"),
         ("[sync]\nretry_backoff_max = 1e400\n", {}, "[sync] retry_backoff_max must be"),
         ('[sync]\nrefresh_open_after = "' + "9" * 400 + '"\n', {}, "refresh_open_after must be"),
         ('[api]\nbase_url = "not a url"\n', {}, "[api] base_url must be an http:// or https://"),

@@ -8,9 +8,11 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Documents that were never part of the repository, and machine paths of one workplace.
+# Documents that were never part of the repository, and machine paths of one workplace
+# (the repository's own docs/architecture.md is named by that path).
 OUTSIDE = re.compile(
-    r"partner-api\.md|design/|interface\.md|architecture\.md|(?<![\w-])schema\.md|\.\./shared"
+    r"partner-api\.md|design/|interface\.md|(?<!docs/)architecture\.md|(?<![\w-])schema\.md"
+    r"|\.\./shared"
     r"|\.\./seed|/work/"
 )
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")

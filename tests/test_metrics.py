@@ -16,11 +16,12 @@ from typing import Any, ClassVar
 
 import pytest
 from conftest import TOKEN, backfill
+from prometheus_client import write_to_textfile
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
 
 from etl import cli
-from etl.metrics import LAST_SUCCESS, push_metrics, write_metrics
+from etl.metrics import LAST_SUCCESS, build_registry, push_metrics, write_metrics
 from etl.sandbox import Sandbox, ServerThread
 from etl.sync import SyncReport
 
@@ -48,8 +49,11 @@ def one(samples: Samples, name: str) -> float:
 def test_metrics_file_after_a_backfill_holds_what_the_run_did(
     sqlite_engine: Engine, tmp_path: Path
 ) -> None:
-    """Counts by outcome, requests by status code (as the sandbox counted them), ids, duration,
-    last status and last success time, then a second run's 304s over the same file."""
+    """The metrics file tells what the run did, and a second run over it tells its own story.
+
+    Counts by outcome, requests by status code, ids, duration, last status and last success
+    time; then the second run's 304s.
+    """
     box = Sandbox(count=12, seed=11)
     broken = box.ids[0]
     box.faults.invalid_json_ids = {broken}
@@ -71,7 +75,8 @@ def test_metrics_file_after_a_backfill_holds_what_the_run_did(
     }
     requests = by_label(first, "referrals_etl_run_requests", "status_code")
     assert requests == {str(k): v for k, v in box.stats.by_status.items()}
-    assert requests["404"] == 1 and sum(requests.values()) == report.requests
+    assert requests["404"] == 1
+    assert sum(requests.values()) == report.requests
     assert one(first, "referrals_etl_run_throttled_requests") == 0
     assert one(first, "referrals_etl_run_ids") == 13
     assert one(first, "referrals_etl_run_duration_seconds") == pytest.approx(report.seconds)
@@ -102,20 +107,23 @@ def _report(status: str, **fields: Any) -> SyncReport:
     return report
 
 
-def test_a_failed_run_keeps_the_previous_last_success_time(tmp_path: Path) -> None:
-    """Over an existing file, a run that is not a success keeps its last-success time;
-    without any earlier success there is no last-success sample at all."""
+def test_a_failed_run_without_an_earlier_success_has_no_last_success_sample(
+    tmp_path: Path,
+) -> None:
+    """A failed run written to a new file leaves the last-success time out altogether."""
     path = tmp_path / "m.prom"
     write_metrics(_report("failed"), path)
     assert not any(
         name == "referrals_etl_last_success_timestamp_seconds"
         for name, _ in samples_of(path.read_text("utf-8"))
     )
-    write_metrics(_report("succeeded", seconds=1.5), path)
-    success = one(
-        samples_of(path.read_text("utf-8")), "referrals_etl_last_success_timestamp_seconds"
-    )
-    time.sleep(0.01)
+
+
+def test_a_failed_run_keeps_the_previous_last_success_time(tmp_path: Path) -> None:
+    """Over the file of a success (made on a fixed clock), an interrupted run keeps its time."""
+    path = tmp_path / "m.prom"
+    success = 1_700_000_000.0
+    write_to_textfile(str(path), build_registry(_report("succeeded", seconds=1.5), now=success))
     write_metrics(_report("interrupted"), path)
     after = samples_of(path.read_text("utf-8"))
     assert one(after, "referrals_etl_last_success_timestamp_seconds") == success
@@ -128,6 +136,7 @@ def test_a_failed_run_keeps_the_previous_last_success_time(tmp_path: Path) -> No
 def test_an_unwritable_metrics_file_is_logged_not_raised(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A file in a directory that does not exist: one error naming it, and False returned."""
     path = tmp_path / "no-such-dir" / "m.prom"
     assert write_metrics(_report("succeeded"), path) is False
     [record] = [r for r in caplog.records if r.name == "etl.metrics"]
@@ -153,7 +162,7 @@ class _Gateway(BaseHTTPRequestHandler):
 @pytest.fixture
 def gateway() -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
     """A stand-in Pushgateway on a free port; yields its URL and the pushes it received."""
-    received: ClassVar[list[tuple[str, str, str]]] = []
+    received: list[tuple[str, str, str]] = []
     handler = type("Gateway", (_Gateway,), {"received": received})
     server = HTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
@@ -181,6 +190,7 @@ def test_push_sends_the_metrics_to_the_gateway_job(
 def test_push_of_a_failed_run_leaves_last_success_to_the_gateway(
     gateway: tuple[str, list[tuple[str, str, str]]],
 ) -> None:
+    """A failed run's push carries its status but no last-success time."""
     url, received = gateway
     assert push_metrics(_report("failed"), url) is True
     names = {name for name, _ in samples_of(received[0][2])}
@@ -188,21 +198,29 @@ def test_push_of_a_failed_run_leaves_last_success_to_the_gateway(
     assert "referrals_etl_last_success_timestamp_seconds" not in names
 
 
-def test_a_failed_push_is_a_warning_and_never_shows_a_password(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """Nothing listens there: the push fails, push_metrics returns False, nothing is raised;
-    a URL with credentials is logged without its password."""
+def test_a_failed_push_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing listens there: push_metrics returns False and logs one warning, raising nothing."""
     with socket.socket() as bound:  # bound, never listening: connections are refused
         bound.bind(("127.0.0.1", 0))
         port = bound.getsockname()[1]
         assert push_metrics(_report("succeeded"), f"http://127.0.0.1:{port}") is False
-        with_password = f"http://metrics:hunter2-pw@127.0.0.1:{port}"
-        assert push_metrics(_report("succeeded"), with_password) is False
-    refused, redacted = [r for r in caplog.records if r.name == "etl.metrics"]
-    assert (refused.levelno, redacted.levelno) == (logging.WARNING, logging.WARNING)
+    [refused] = [r for r in caplog.records if r.name == "etl.metrics"]
+    assert refused.levelno == logging.WARNING
     assert refused.getMessage().startswith(f"could not push metrics to http://127.0.0.1:{port} (")
     assert "refused" in refused.getMessage().lower()
+
+
+def test_a_failed_push_never_shows_the_password_of_its_url(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Pushgateway URL with credentials that cannot be reached is logged without its password."""
+    with socket.socket() as bound:  # bound, never listening: connections are refused
+        bound.bind(("127.0.0.1", 0))
+        port = bound.getsockname()[1]
+        with_password = f"http://metrics:hunter2-pw@127.0.0.1:{port}"
+        assert push_metrics(_report("succeeded"), with_password) is False
+    [redacted] = [r for r in caplog.records if r.name == "etl.metrics"]
+    assert redacted.levelno == logging.WARNING
     assert f"http://metrics:***@127.0.0.1:{port}" in redacted.getMessage()
     assert "hunter2-pw" not in caplog.text
 
@@ -241,8 +259,10 @@ def test_backfill_command_writes_the_metrics_file(
     capsys: pytest.CaptureFixture[str],
     restore_signals: None,
 ) -> None:
-    """`referrals-etl backfill FILE --metrics-file PATH` over TCP: exit 1 (one id failed),
-    and the file tells the same story as the summary line."""
+    """`backfill FILE --metrics-file PATH` over TCP writes the story the summary line tells.
+
+    One id fails: exit 1, and the file holds the same counts as the summary line.
+    """
     box = Sandbox(count=8, seed=12)
     box.faults.accepted_tokens = {TOKEN}
     box.faults.invalid_json_ids = {box.ids[3]}
@@ -275,8 +295,10 @@ def test_a_run_that_fails_still_writes_its_metrics(
     monkeypatch: pytest.MonkeyPatch,
     restore_signals: None,
 ) -> None:
-    """The run that most needs an alert: the token is refused (exit 3). The metrics file says
-    failed and keeps the last success time of the run before."""
+    """A run whose token is refused (exit 3) writes `failed` to the metrics file.
+
+    The run that most needs an alert; the file keeps the last success time of the run before.
+    """
     box = Sandbox(count=3, seed=13)
     box.faults.accepted_tokens = {TOKEN}
     ids = tmp_path / "ids.txt"
@@ -320,15 +342,18 @@ def _cli(monkeypatch: pytest.MonkeyPatch, engine: Engine, server: ServerThread, 
     return exited.value.code
 
 
-def test_two_shards_and_a_sync_land_in_three_pushgateway_groups(
+def test_every_shard_pushes_to_a_pushgateway_group_of_its_own(
     sqlite_engine: Engine,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     gateway: tuple[str, list[tuple[str, str, str]]],
     restore_signals: None,
 ) -> None:
-    """Backfill shards 0/2 and 1/2 and a sync push to one Pushgateway: three groups (command
-    and shard in the grouping key), so none overwrites another; each group holds its own run."""
+    """Backfill shards 0/2 and 1/2 and a sync land in three Pushgateway groups.
+
+    Command and shard are in the grouping key, so none overwrites another; each group holds
+    its own run.
+    """
     url, received = gateway
     box = Sandbox(count=10, seed=33)
     box.faults.accepted_tokens = {TOKEN}
@@ -357,6 +382,7 @@ def test_two_shards_and_a_sync_land_in_three_pushgateway_groups(
         )
         for s in ("0-of-2", "1-of-2")
     ]
-    assert sum(shard_ids) == 10 and all(shard_ids)
+    assert sum(shard_ids) == 10
+    assert all(shard_ids)
     sync = groups["/metrics/job/referrals_etl/command/sync/shard/all"]
     assert by_label(sync, "referrals_etl_last_run_status", "status")["failed"] == 1

@@ -59,6 +59,7 @@ def _as_utc(value: Any) -> datetime | None:
 def test_one_backfill_of_closed_referrals_gives_their_timeline_from_the_documents(
     engine: Engine,
 ) -> None:
+    """Outcome, close month and days between created, accepted and closed come from the API."""
     box = Sandbox(count=400, seed=15)
     closed = {i: box.document(i) for i in box.ids if box.document(i)["status"] == "Closed"}
     backfill(engine, box, ids=list(closed))
@@ -84,18 +85,21 @@ def test_one_backfill_of_closed_referrals_gives_their_timeline_from_the_document
         }
         for column, (start, end) in spans.items():
             want = _days(start, end) if start and end else None
-            assert _number(row[column]) == want, (row["referral_id"], column)
+            assert want == _number(row[column]), (row["referral_id"], column)
         if created and accepted and closed_at and created < accepted < closed_at:
             full += 1
-            assert row["days_created_to_accepted"] > 0 and row["days_accepted_to_closed"] > 0
+            assert row["days_created_to_accepted"] > 0
+            assert row["days_accepted_to_closed"] > 0
     # Most won or lost referrals have every timestamp, and their days are far from zero.
     accepted_ones = sum(d["substatus"] in ("Won", "Lost") for d in closed.values())
-    assert full >= accepted_ones // 2 >= 10
+    assert full >= accepted_ones // 2
+    assert accepted_ones // 2 >= 10
 
 
 def test_status_changes_are_timed_by_the_api_where_both_versions_have_its_timestamp(
     engine: Engine,
 ) -> None:
+    """A status change is dated by the API's timestamp, not by when the sync saw it."""
     seen = datetime(2026, 5, 1, tzinfo=UTC)  # one backfill saw the first two versions at once
     created = datetime(2026, 1, 10, 9, 30, tzinfo=UTC)
     accepted = datetime(2026, 2, 1, 12, 0, 0, 250000, tzinfo=UTC)
@@ -164,6 +168,7 @@ def _text_columns() -> list[tuple[str, str]]:
 
 
 def test_no_typed_column_holds_an_empty_string_after_a_backfill(engine: Engine) -> None:
+    """The API's "" is stored as NULL, so a pipeline by currency has one unknown row a status."""
     box = Sandbox(count=300, seed=4)
     documents = [box.document(i) for i in box.ids]
     blank_currency = [d for d in documents if (d.get("details") or {}).get("currency") == ""]
@@ -194,10 +199,12 @@ def test_no_typed_column_holds_an_empty_string_after_a_backfill(engine: Engine) 
     # pipeline by currency: one unknown-currency row per status, not a NULL one and a '' one
     assert any(c is None for _, c in rows)
     unknown = Counter(s for s, c in pipeline if c is None or c == "")
-    assert unknown and max(unknown.values()) == 1
+    assert unknown
+    assert max(unknown.values()) == 1
 
 
 def test_migration_0006_turns_existing_empty_strings_into_null(engine: Engine) -> None:
+    """Rows stored before 0006 with "" in typed columns read NULL after it; payloads are kept."""
     now = datetime(2026, 1, 1, tzinfo=UTC)
     db.downgrade(engine, "0002")
     try:
@@ -240,21 +247,28 @@ def test_migration_0006_turns_existing_empty_strings_into_null(engine: Engine) -
         or '"currency":""' in str(referral[4])
         or (isinstance(referral[4], dict) and referral[4]["details"]["currency"] == "")
     )
-    assert tuple(customer) == (None, "SE") and history is None
+    assert tuple(customer) == (None, "SE")
+    assert history is None
 
 
 def _migration() -> ModuleType:
     spec = importlib.util.spec_from_file_location("migration_0006", MIGRATION)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_migration_0006_carries_the_sql_etl_views_describes_and_imports_nothing_of_etl() -> None:
-    """The revision is frozen text; the descriptions the dictionary and dbt use must match it."""
+def test_migration_0006_imports_nothing_of_etl() -> None:
+    """The revision is frozen text: it neither imports from nor imports ``etl``."""
     source = MIGRATION.read_text("utf-8")
-    assert "from etl" not in source and "import etl" not in source
+    assert "from etl" not in source
+    assert "import etl" not in source
+
+
+def test_migration_0006_carries_the_sql_etl_views_describes() -> None:
+    """The views, names and text columns the dictionary and dbt use match the frozen revision."""
     migration = _migration()
     for dialect in DIALECTS:
         current = tuple(s for v in VIEWS for s in v.create_statements(dialect))

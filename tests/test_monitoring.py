@@ -57,6 +57,7 @@ def _dashboard_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def test_every_dashboard_query_names_a_metric_the_tool_exports() -> None:
+    """Each Grafana query uses only exported metrics, and the run, requests and age are shown."""
     exported = _exported()
     assert DASHBOARDS, "deploy/grafana/ holds the dashboard"
     for path in DASHBOARDS:
@@ -78,17 +79,38 @@ def test_every_dashboard_query_names_a_metric_the_tool_exports() -> None:
         } <= used
 
 
-def test_every_alert_names_exported_metrics_has_a_severity_and_says_what_to_do() -> None:
-    exported = _exported()
+def _alert_rules() -> list[dict[str, Any]]:
     document = yaml.safe_load((PROMETHEUS / "alerts.yaml").read_text("utf-8"))
-    rules = [rule for group in document["groups"] for rule in group["rules"]]
+    rules: list[dict[str, Any]] = [rule for group in document["groups"] for rule in group["rules"]]
     assert len(rules) >= 5
-    for rule in rules:
+    return rules
+
+
+def test_every_alert_names_only_metrics_the_tool_exports() -> None:
+    """Each alert expression names at least one referrals_etl_ metric, all of them exported."""
+    exported = _exported()
+    for rule in _alert_rules():
         names = set(METRIC.findall(str(rule["expr"])))
-        assert names and names <= exported, (rule["alert"], names - exported)
+        assert names, rule["alert"]
+        assert names <= exported, (rule["alert"], names - exported)
+
+
+def test_every_alert_has_a_severity() -> None:
+    """Each alert is labelled critical, warning or info."""
+    for rule in _alert_rules():
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
+
+
+def test_every_alert_says_what_to_do() -> None:
+    """Each alert has a summary and a description with a "What to do" part."""
+    for rule in _alert_rules():
         assert {"summary", "description"} <= set(rule["annotations"]), rule["alert"]
         assert "What to do" in rule["annotations"]["description"], rule["alert"]
+
+
+def test_a_critical_alert_fires_when_the_metrics_are_missing() -> None:
+    """An absent() alert, critical, catches a job that stopped exporting altogether."""
+    rules = _alert_rules()
     absent = [r["alert"] for r in rules if "absent(" in str(r["expr"])]
     assert absent, "an alert must fire when the metrics are missing altogether"
     assert {r["labels"]["severity"] for r in rules if r["alert"] in absent} == {"critical"}

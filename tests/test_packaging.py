@@ -85,15 +85,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> tuple[Pa
 
 
 def test_the_wheel_ships_the_migrations(wheel: Path) -> None:
+    """The wheel holds alembic's env.py, its template, the revisions and the py.typed marker."""
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {"etl/migrations/env.py", "etl/migrations/script.py.mako"} <= names
     assert any(n.startswith("etl/migrations/versions/0001") for n in names)
     assert "etl/py.typed" in names
 
 
-def test_the_installed_wheel_migrates_and_runs_the_demo_from_elsewhere(
+def test_the_installed_wheel_works_outside_the_repository(
     installed: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
+    """Installed in a fresh environment, its command migrates a database and runs the demo."""
     venv, env = installed
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -37,7 +38,11 @@ def _rates(engine: Engine) -> list[tuple[str, datetime, Decimal]]:
         rows = conn.execute(
             sa.select(t.c.currency, t.c.valid_from, t.c.rate).order_by(t.c.currency, t.c.valid_from)
         )
-        return [(c, f, Decimal(str(r))) for c, f, r in rows]
+        out: list[tuple[str, datetime, Decimal]] = []
+        for currency, valid_from, rate in rows:
+            assert isinstance(valid_from, datetime)
+            out.append((str(currency), valid_from, Decimal(str(rate))))
+        return out
 
 
 GOOD = """\
@@ -49,9 +54,10 @@ SEK,0.0871234567,2026-01-01
 """
 
 
-def test_a_file_with_one_bad_line_loads_nothing_and_names_the_line(
+def test_a_file_with_one_bad_line_loads_nothing(
     cli_engine: Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """One bad line among good ones: exit 1, the line named, and not even the good lines kept."""
     good = tmp_path / "good.csv"
     good.write_text(GOOD)
     assert run_cli(["rates", "load", str(good)]) == 0
@@ -69,11 +75,14 @@ def test_a_file_with_one_bad_line_loads_nothing_and_names_the_line(
     assert run_cli(["rates", "load", str(bad)]) == 1
     err = capsys.readouterr().err
     assert f"{bad}:4: rate '1.1x' is not a number" in err
-    assert "nothing was loaded" in err and "Traceback" not in err and ":2:" not in err
-    assert _rates(cli_engine) == before  # not even the good lines of the bad file
+    assert "nothing was loaded" in err
+    assert "Traceback" not in err
+    assert ":2:" not in err
+    assert before == _rates(cli_engine)  # not even the good lines of the bad file
 
 
 def test_every_kind_of_bad_line_is_reported_with_its_number(tmp_path: Path) -> None:
+    """Bad currency, rate, date, field count, duplicate key and bytes: each line number listed."""
     path = tmp_path / "rates.csv"
     path.write_bytes(
         b"Currency, Rate, Valid_From\n"
@@ -100,6 +109,7 @@ def test_every_kind_of_bad_line_is_reported_with_its_number(tmp_path: Path) -> N
 
 
 def test_a_file_without_a_header_or_rates_is_refused(tmp_path: Path) -> None:
+    """A headless file, a header alone and a missing file are refused (the CLI exits 2)."""
     headless = tmp_path / "headless.csv"
     headless.write_text("EUR,1,2026-01-01\n")
     with pytest.raises(RatesFileError, match="1: the header must be currency,rate,valid_from"):
@@ -111,9 +121,8 @@ def test_a_file_without_a_header_or_rates_is_refused(tmp_path: Path) -> None:
     assert run_cli(["rates", "load", str(tmp_path / "missing.csv")]) == 2
 
 
-def test_loading_again_replaces_the_same_keys_and_keeps_the_others(
-    cli_engine: Engine, tmp_path: Path
-) -> None:
+def test_loading_again_replaces_only_the_keys_it_holds(cli_engine: Engine, tmp_path: Path) -> None:
+    """A second file's (currency, valid_from) rows replace those keys; other rows stay."""
     path = tmp_path / "rates.csv"
     path.write_text(GOOD)
     assert run_cli(["rates", "load", str(path)]) == 0
@@ -128,8 +137,10 @@ def test_loading_again_replaces_the_same_keys_and_keeps_the_others(
 
 
 def test_reporting_values_match_a_hand_computation(cli_engine: Engine, tmp_path: Path) -> None:
-    """Rates from a file, referrals in four currencies: the views convert with the rate valid
-    at the right time and give NULL, never a guess, where no rate exists."""
+    """The views convert deal values with the rate valid at the time, NULL where none exists.
+
+    Rates from a file, referrals in four currencies: never a guess where no rate exists.
+    """
     now = datetime.now(UTC)
     closed = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
     path = tmp_path / "rates.csv"
@@ -180,7 +191,7 @@ def test_reporting_values_match_a_hand_computation(cli_engine: Engine, tmp_path:
             ],
         )
     with cli_engine.connect() as conn:
-        overview = dict(
+        overview: dict[str, Any] = dict(
             conn.execute(
                 sa.text("SELECT referral_id, deal_value_reporting FROM referral_overview")
             ).all()
@@ -213,7 +224,7 @@ def test_reporting_values_match_a_hand_computation(cli_engine: Engine, tmp_path:
         "open-none": None,
         "won-usd": Decimal("876.5001"),  # 1000.0001 * 0.8765: the overview uses today's rate
     }
-    assert {k: dec(v) for k, v in overview.items()} == expected
+    assert expected == {k: dec(v) for k, v in overview.items()}
     assert {k: (dec(r), dec(v)) for k, (r, v) in pipeline.items()} == {
         "open-usd": (Decimal("0.8765"), Decimal("1082.0987")),
         "open-sek": (Decimal("0.0871234567"), Decimal("21780.9513")),

@@ -43,32 +43,36 @@ VALID_PATH = re.compile(r"^/v1\.0/engagements/referrals/[A-Za-z0-9][A-Za-z0-9_-]
 
 
 def test_transient_503s_are_retried(sqlite_engine: Engine) -> None:
+    """Two 503s in a row cost two more requests and no referral."""
     box = Sandbox(count=20, seed=1)
     box.faults.fail_next = 2
     report = backfill(
         sqlite_engine, box, settings=settings_for(sqlite_engine, api={"max_attempts": 4})
     )
     assert (report.counts.created, report.counts.failed) == (20, 0)
-    assert report.by_status.get(503) == 2 and report.requests == 22
+    assert report.by_status.get(503) == 2
+    assert report.requests == 22
 
 
-def test_an_id_failing_beyond_max_attempts_is_backed_off_and_the_run_goes_on(
-    sqlite_engine: Engine,
-) -> None:
+def test_an_id_failing_beyond_max_attempts_is_backed_off(sqlite_engine: Engine) -> None:
+    """Ids that exhaust their attempts are marked failed and not due for 40 s; the rest load."""
     box = Sandbox(count=30, seed=2)
     box.faults.error_rate_503 = 0.35
     settings = settings_for(sqlite_engine, api={"max_attempts": 2, "breaker_failures": 0})
     report = backfill(sqlite_engine, box, settings=settings)
-    assert report.counts.failed > 0 and report.counts.created == 30 - report.counts.failed
+    assert report.counts.failed > 0
+    assert 30 - report.counts.failed == report.counts.created
     assert report.exit_code == 1
     failed = [r for r in rows_of(sqlite_engine, "sync_state") if r["consecutive_failures"]]
     assert len(failed) == report.counts.failed
     for row in failed:
-        assert "HTTP 503" in row["last_error"] and "gave up after 2 attempts" in row["last_error"]
+        assert "HTTP 503" in row["last_error"]
+        assert "gave up after 2 attempts" in row["last_error"]
         assert row["next_attempt_at"] > row["last_attempt_at"] + timedelta(seconds=40)
 
 
 def test_circuit_breaker_stops_a_run_against_a_dead_api(sqlite_engine: Engine) -> None:
+    """Ten failures in a row end the run early as failed, its lock released."""
     box = Sandbox(count=200, seed=3)
     box.faults.down = True
     settings = settings_for(sqlite_engine, api={"max_attempts": 3, "breaker_failures": 10})
@@ -76,7 +80,8 @@ def test_circuit_breaker_stops_a_run_against_a_dead_api(sqlite_engine: Engine) -
         backfill(sqlite_engine, box, settings=settings)
     assert box.stats.total < 40  # stopped early instead of grinding through 200 ids x 3
     [run] = rows_of(sqlite_engine, "sync_runs")
-    assert run["status"] == "failed" and "in a row" in run["message"]
+    assert run["status"] == "failed"
+    assert "in a row" in run["message"]
     assert rows_of(sqlite_engine, "sync_locks") == []
 
 
@@ -93,7 +98,8 @@ class _Recording(httpx.AsyncBaseTransport):
         return response
 
 
-def test_a_throttled_run_pauses_and_stores_every_referral(sqlite_engine: Engine) -> None:
+def test_a_throttled_run_stores_every_referral(sqlite_engine: Engine) -> None:
+    """Against a 100 rps limit, 429s are paused over and every referral is stored, none failed."""
     box = Sandbox(count=400, seed=4)
     box.faults.throttle_rps = 100
     settings = settings_for(sqlite_engine, api={"concurrency": 16})
@@ -103,7 +109,9 @@ def test_a_throttled_run_pauses_and_stores_every_referral(sqlite_engine: Engine)
     report = run_backfill(settings, sqlite_engine, (TrackedId(i, "file") for i in box.ids), options)
     assert (report.counts.created, report.counts.failed) == (400, 0)
     statuses = recording.statuses
-    assert len(statuses) == report.requests and statuses.count(429) == report.throttled > 0
+    assert len(statuses) == report.requests
+    assert statuses.count(429) == report.throttled
+    assert report.throttled > 0
     # How fast the 429s shrink depends on the machine's speed against a real-time limit; the
     # pacing arithmetic itself (halve on a 429, climb back) is pinned on a fake clock in
     # tests/test_throttle.py. Here: a throttled run ends with every referral and no failure.
@@ -121,6 +129,7 @@ def test_a_throttled_run_pauses_and_stores_every_referral(sqlite_engine: Engine)
     ],
 )
 def test_bad_bodies_fail_that_id_only(sqlite_engine: Engine, fault: str, message: str) -> None:
+    """A body that is not a well-formed referral fails its own id with a clear error."""
     box = Sandbox(count=12, seed=5)
     bad = box.ids[4]
     setattr(box.faults, fault, {bad})
@@ -133,6 +142,7 @@ def test_bad_bodies_fail_that_id_only(sqlite_engine: Engine, fault: str, message
 
 
 def test_no_request_ever_leaves_the_referral_path(sqlite_engine: Engine, tmp_path: Path) -> None:
+    """Ids that would escape the path (.., /, ?, #, NUL, wide letters) are refused, never sent."""
     box = Sandbox(count=5, seed=6)
     evil = ["../../admin", "a/b", "x?y=1", "%2e%2e", "ｘ", "a\u0000b", "a b", "..", "/", "id#frag"]
     ids_file = tmp_path / "ids.txt"
@@ -143,17 +153,24 @@ def test_no_request_ever_leaves_the_referral_path(sqlite_engine: Engine, tmp_pat
     ids = list(read_ids(str(ids_file), bad.append))
     assert [t.id for t in ids] == box.ids
     backfill(sqlite_engine, box, ids=[t.id for t in ids])
-    assert box.requests and all(VALID_PATH.match(path) for _, path, _, _ in box.requests)
+    assert box.requests
+    assert all(VALID_PATH.match(path) for _, path, _, _ in box.requests)
     assert len(bad) == len(evil)
 
 
 # Locks -------------------------------------------------------------------------------------
 
 
-def test_lock_is_exclusive_and_an_expired_lease_is_taken_over(sqlite_engine: Engine) -> None:
+def test_a_held_lock_is_refused_to_another_owner(sqlite_engine: Engine) -> None:
+    """While one owner holds the sync lease, another cannot take it."""
     store.acquire_lock(sqlite_engine, "sync", "host:1", 60)
     with pytest.raises(LockHeldError, match="another run holds the sync lock"):
         store.acquire_lock(sqlite_engine, "sync", "host:2", 60)
+
+
+def test_an_expired_lease_is_taken_over(sqlite_engine: Engine) -> None:
+    """A dead run's expired lease goes to the next owner, and the dead run is marked failed."""
+    store.acquire_lock(sqlite_engine, "sync", "host:1", 60)
     run_id = store.start_run(sqlite_engine, "cli")  # a run whose process then dies
     with sqlite_engine.begin() as conn:
         conn.execute(
@@ -163,7 +180,8 @@ def test_lock_is_exclusive_and_an_expired_lease_is_taken_over(sqlite_engine: Eng
     [lock] = rows_of(sqlite_engine, "sync_locks")
     assert lock["owner"] == "host:3"
     [run] = [r for r in rows_of(sqlite_engine, "sync_runs") if r["id"] == run_id]
-    assert run["status"] == "failed" and "died" in run["message"]
+    assert run["status"] == "failed"
+    assert "died" in run["message"]
 
 
 # Real processes ----------------------------------------------------------------------------
@@ -236,9 +254,10 @@ def _content(engine: Engine) -> dict[str, Any]:
     return out
 
 
-def test_sigkill_at_any_moment_then_rerun_equals_an_uninterrupted_run(
+def test_a_rerun_after_sigkills_equals_an_uninterrupted_run(
     served: tuple[Sandbox, str], tmp_path: Path, database_urls: dict[str, Any]
 ) -> None:
+    """Three runs killed at any moment leave whole referrals; a rerun gives the same rows."""
     box, base_url = served
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("\n".join(box.ids) + "\n")
@@ -279,14 +298,16 @@ def test_sigkill_at_any_moment_then_rerun_equals_an_uninterrupted_run(
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert _content(killed) == expected
+    assert expected == _content(killed)
     statuses = [r["status"] for r in rows_of(killed, "sync_runs")]
-    assert statuses[-1] == "succeeded" and statuses.count("failed") >= 1
+    assert statuses[-1] == "succeeded"
+    assert statuses.count("failed") >= 1
 
 
 def test_two_runs_at_once_one_exits_75(
     served: tuple[Sandbox, str], sqlite_engine: Engine, tmp_path: Path
 ) -> None:
+    """Of two backfills started together, one runs and the other exits 75, recorded skipped."""
     box, base_url = served
     box.faults.latency_seconds = 0.1  # the winner runs ~5 s, far longer than a start-up
     ids_file = tmp_path / "ids.txt"
@@ -305,9 +326,10 @@ def test_two_runs_at_once_one_exits_75(
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_sigterm_and_sigint_finish_in_flight_work_and_record_the_run(
+def test_a_stop_signal_commits_in_flight_work_before_exiting(
     served: tuple[Sandbox, str], sqlite_engine: Engine, tmp_path: Path, sig: int, code: int
 ) -> None:
+    """SIGTERM/SIGINT: what was fetched is stored and counted, the run recorded interrupted."""
     box, base_url = served
     box.faults.latency_seconds = 0.05
     ids_file = tmp_path / "ids.txt"
@@ -331,18 +353,19 @@ def test_sigterm_and_sigint_finish_in_flight_work_and_record_the_run(
 
 @pytest.mark.postgres
 def test_postgres_connection_killed_mid_run(database_urls: dict[str, Any], tmp_path: Path) -> None:
+    """Connections killed under a run never leave a partial referral or a duplicate version."""
     engine = make_engine("postgres", database_urls, tmp_path)
     box = Sandbox(count=1500, seed=13)
     box.faults.latency_seconds = 0.002
     killer_engine = db.create_engine_for(engine.url.render_as_string(hide_password=False))
     stop = threading.Event()
-    kills = []
+    kills: list[int] = []
 
     def killer() -> None:
         time.sleep(0.3)
         while not stop.is_set() and len(kills) < 3:
             with killer_engine.connect() as conn:
-                n = conn.execute(
+                n: int = conn.execute(
                     sa.text(
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
@@ -376,8 +399,9 @@ def test_postgres_connection_killed_mid_run(database_urls: dict[str, Any], tmp_p
         for table in CHILD_TABLES:
             got = children.get((table, referral_id), [])
             assert got == [normalise(r) for r in expected[table]], (table, referral_id)
-    versions = {}
+    versions: dict[str, int] = {}
     for row in rows_of(engine, "referral_history"):
         versions[row["referral_id"]] = versions.get(row["referral_id"], 0) + 1
-    assert all(n == 1 for n in versions.values()) and set(versions) == set(stored)
+    assert all(n == 1 for n in versions.values())
+    assert set(stored) == set(versions)
     killer_engine.dispose()

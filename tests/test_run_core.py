@@ -44,21 +44,25 @@ def _table_away(engine: Engine, table: str = MISSING) -> Iterator[None]:
 
 
 def test_a_missing_table_fails_the_run_with_exit_5_not_every_referral(engine: Engine) -> None:
+    """A database failure ends the run (exit 5, recorded failed) and blames no referral."""
     box = Sandbox(count=30, seed=21)
     with _table_away(engine), pytest.raises(DatabaseError) as caught:
         backfill(engine, box)
     assert caught.value.exit_code == 5
     assert MISSING in str(caught.value).lower() or "table" in str(caught.value).lower()
     [run] = rows_of(engine, "sync_runs")
-    assert run["status"] == "failed" and run["finished_at"] is not None
+    assert run["status"] == "failed"
+    assert run["finished_at"] is not None
     assert rows_of(engine, "sync_locks") == []
     # No referral was blamed for the database's failure.
     assert [r for r in rows_of(engine, "sync_state") if r["consecutive_failures"]] == []
     report = caught.value.report
-    assert report is not None and report.status == "failed"
+    assert report is not None
+    assert report.status == "failed"
 
 
 def test_an_id_given_twenty_times_is_fetched_once(sqlite_engine: Engine) -> None:
+    """A repeated id is one request, one outcome and one count, even when it fails."""
     box = Sandbox(count=10, seed=22)
     twice = box.ids[3]
     box.faults.invalid_json_ids = {twice}
@@ -66,7 +70,8 @@ def test_an_id_given_twenty_times_is_fetched_once(sqlite_engine: Engine) -> None
     report = backfill(sqlite_engine, box, ids=ids)
     asked = [path.rsplit("/", 1)[-1] for _, path, _, _ in box.requests]
     assert sorted(asked) == sorted(box.ids)  # every id once, the repeated one too
-    assert report.ids_total == 10 and report.requests == 10
+    assert report.ids_total == 10
+    assert report.requests == 10
     assert (report.counts.created, report.counts.failed) == (9, 1)
     [state] = [r for r in rows_of(sqlite_engine, "sync_state") if r["referral_id"] == twice]
     assert state["consecutive_failures"] == 1
@@ -101,10 +106,12 @@ def test_a_takeover_fails_only_the_dead_owners_runs(sqlite_engine: Engine) -> No
 
 
 def test_runs_record_the_lease_they_hold(sqlite_engine: Engine) -> None:
+    """A backfill's sync_runs row names the lease and owner it ran under."""
     box = Sandbox(count=5, seed=23)
     backfill(sqlite_engine, box)
     [run] = rows_of(sqlite_engine, "sync_runs")
-    assert run["lease_name"] == "sync" and run["lease_owner"]
+    assert run["lease_name"] == "sync"
+    assert run["lease_owner"]
     assert run["status"] == "succeeded"
 
 
@@ -182,9 +189,12 @@ def test_a_writer_that_dies_mid_run_ends_it_with_exit_5(
                 conn.execute(sa.text(f"ALTER TABLE {MISSING}_away RENAME TO {MISSING}"))
     assert process.returncode == 5, err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "database" in lines[0] and "Traceback" not in err
+    assert len(lines) == 1
+    assert "database" in lines[0]
+    assert "Traceback" not in err
     [run] = rows_of(engine, "sync_runs")
-    assert run["status"] == "failed" and run["finished_at"] is not None
+    assert run["status"] == "failed"
+    assert run["finished_at"] is not None
     assert rows_of(engine, "sync_locks") == []
     assert [r for r in rows_of(engine, "sync_state") if r["consecutive_failures"]] == []
     engine.dispose()
@@ -194,16 +204,19 @@ def test_a_writer_that_dies_mid_run_ends_it_with_exit_5(
 def test_postgres_refusing_connections_for_10s_mid_backfill(
     database_urls: dict[str, Any], tmp_path: Path
 ) -> None:
-    """The scratch database refuses every connection for 10 s in the middle of an 8,000-id
-    backfill (its sessions killed too): the run ends by itself, riding the outage out or with
-    exit 5, its lease is released, and the next run completes."""
+    """A 10-second outage mid-backfill ends the run by itself, and the next run completes.
+
+    The scratch database refuses every connection (its sessions killed too) in the middle of an
+    8,000-id backfill: the run rides the outage out or exits 5, its lease released.
+    """
     from conftest import POSTGRES_URL
 
     from etl import db
 
     engine = make_engine("postgres", database_urls, tmp_path)
     name = engine.url.database
-    assert name is not None and name.startswith("etl_test_")  # never `test` itself
+    assert name is not None
+    assert name.startswith("etl_test_")  # never `test` itself
     box = Sandbox(count=8000, seed=25)
     box.faults.accepted_tokens = {TOKEN}
     ids_file = tmp_path / "ids.txt"
@@ -270,8 +283,10 @@ def test_postgres_refusing_connections_for_10s_mid_backfill(
 
 
 def test_a_stop_ends_a_long_retry_after_wait_at_once(sqlite_engine: Engine) -> None:
-    """Every worker waits out a 10-minute Retry-After; a stop request ends the wait, the run is
-    recorded as interrupted and its lease released (no wait outlives a stop)."""
+    """A stop request ends a 10-minute Retry-After wait at once: no wait outlives a stop.
+
+    Every worker is waiting it out; the run is recorded as interrupted, its lease released.
+    """
     import httpx
 
     from etl.auth import BearerAuth, StaticTokenProvider
@@ -306,16 +321,20 @@ def test_a_stop_ends_a_long_retry_after_wait_at_once(sqlite_engine: Engine) -> N
     thread.join(30)  # a deadline against a hang, not a measured duration
     assert not thread.is_alive(), "the run kept waiting after the stop request"
     error = outcome.get("error")
-    assert isinstance(error, InterruptedRunError) and error.exit_code == 143
-    assert error.report is not None and error.report.status == "interrupted"
+    assert isinstance(error, InterruptedRunError)
+    assert error.exit_code == 143
+    assert error.report is not None
+    assert error.report.status == "interrupted"
     [run_row] = rows_of(sqlite_engine, "sync_runs")
     assert run_row["status"] == "interrupted"
     assert rows_of(sqlite_engine, "sync_locks") == []
 
 
-def test_a_run_whose_lease_is_taken_over_stops_and_exits_75(sqlite_engine: Engine) -> None:
-    """Another run took this run's lease (it looked dead): this run stops taking ids, commits
-    what it fetched, is recorded interrupted and exits 75."""
+def test_a_run_whose_lease_is_taken_over_exits_75(sqlite_engine: Engine) -> None:
+    """A run whose lease another run took over stops with exit 75.
+
+    It stops taking ids, commits what it fetched and is recorded interrupted.
+    """
     import asyncio
 
     import httpx
@@ -335,7 +354,8 @@ def test_a_run_whose_lease_is_taken_over_stops_and_exits_75(sqlite_engine: Engin
         count[0] += 1
         if count[0] >= 20:
             answered.set()
-        return await inner.handle_async_request(request)
+        response: httpx.Response = await inner.handle_async_request(request)
+        return response
 
     box.faults.accepted_tokens = {TOKEN}
     options = RunOptions(
@@ -360,12 +380,14 @@ def test_a_run_whose_lease_is_taken_over_stops_and_exits_75(sqlite_engine: Engin
     thread.join(60)  # a deadline against a hang, not a measured duration
     assert not thread.is_alive()
     error = outcome.get("error")
-    assert isinstance(error, LockHeldError) and error.exit_code == 75, outcome
+    assert isinstance(error, LockHeldError), outcome
+    assert error.exit_code == 75, outcome
     assert "lease was taken over" in str(error)
     [run_row] = rows_of(sqlite_engine, "sync_runs")
     assert run_row["status"] == "interrupted"
     stored = len(rows_of(sqlite_engine, "referrals"))
-    assert 0 < stored < 300 and run_row["created"] == stored
+    assert 0 < stored < 300
+    assert run_row["created"] == stored
     assert [r["owner"] for r in rows_of(sqlite_engine, "sync_locks")] == ["thief:1:x"]
 
 
@@ -379,8 +401,10 @@ def test_a_run_whose_lease_is_taken_over_stops_and_exits_75(sqlite_engine: Engin
 def test_a_deadlock_between_two_writers_is_retried_not_fatal(
     database_urls: dict[str, Any], tmp_path: Path, dialect: str
 ) -> None:
-    """Two writers lock two rows in opposite orders; the server aborts one to break the
-    deadlock; the policy retries that transaction and both end committed."""
+    """A transaction the server aborts to break a deadlock is retried, and both writers commit.
+
+    Two writers lock two rows in opposite orders; the server aborts one of them.
+    """
     import asyncio
 
     from etl.sync import Database
@@ -413,5 +437,6 @@ def test_a_deadlock_between_two_writers_is_retried_not_fatal(
 
     assert asyncio.run(both()) == ["a", "b"]
     messages = {r["message"] for r in rows_of(engine, "sync_runs")}
-    assert messages <= {"a 0", "a 1", "b 0", "b 1"} and len(messages) == 2
+    assert messages <= {"a 0", "a 1", "b 0", "b 1"}
+    assert len(messages) == 2
     engine.dispose()

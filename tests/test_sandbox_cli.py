@@ -38,9 +38,10 @@ def _exports(lines: list[str]) -> dict[str, str]:
     return found
 
 
-def test_a_newcomer_starts_the_sandbox_and_backfills_from_its_printed_lines(
+def test_a_newcomer_can_backfill_from_the_sandbox_printed_lines(
     tmp_path: Path,
 ) -> None:
+    """The lines `referrals-etl sandbox` prints are enough to run a backfill against it."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "etl", "sandbox", "--port", "0", "--count", "12"],
         env=_env(),
@@ -89,7 +90,8 @@ def test_a_newcomer_starts_the_sandbox_and_backfills_from_its_printed_lines(
     engine.dispose()
 
 
-def test_a_busy_port_is_one_line_and_exit_2_before_any_listening_line(tmp_path: Path) -> None:
+def test_a_busy_port_is_one_error_line_with_exit_2(tmp_path: Path) -> None:
+    """A port already taken: exit 2 with one error line, in text or JSON, and no listening line."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -106,7 +108,8 @@ def test_a_busy_port_is_one_line_and_exit_2_before_any_listening_line(tmp_path: 
             assert ran.returncode == 2, (ran.stdout, ran.stderr)
             assert ran.stdout == ""  # no "listening" line for a server that never listened
             [line] = ran.stderr.splitlines()
-            assert f"127.0.0.1:{port}" in line and "--port" in line
+            assert f"127.0.0.1:{port}" in line
+            assert "--port" in line
             if fmt == "json":
                 assert json.loads(line)["level"] == "error"
 
@@ -140,4 +143,5 @@ def test_every_control_route_the_app_answers_is_listed() -> None:
     source = inspect.getsource(app.SandboxApp._control) + inspect.getsource(app.SandboxApp._mutate)
     routed = set(re.findall(r'"(/_sandbox/[a-z_/]+)"', source))
     listed = {path.split("?")[0] for _, path, _ in CONTROL_ENDPOINTS}
-    assert routed and routed == listed
+    assert routed
+    assert routed == listed

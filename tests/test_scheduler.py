@@ -122,8 +122,10 @@ def _assert_no_overlap(runs: list[dict[str, Any]]) -> None:
 def test_runs_sync_on_each_trigger_one_at_a_time(
     sqlite_engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Runs (each longer than the interval) follow one another, never overlapping; the next
-    fire time is logged after each run, and every run reports what it did."""
+    """Runs longer than the interval follow one another and never overlap.
+
+    The next fire time is logged after each run, and every run reports what it did.
+    """
     caplog.set_level(logging.INFO, logger="etl")
     box = Sandbox(count=6, seed=3)
     box.faults.latency_seconds = 0.1  # a run: 1 list + 6 gets, one at a time: ~0.7 s > 0.3 s
@@ -153,8 +155,10 @@ def test_runs_sync_on_each_trigger_one_at_a_time(
 
 
 def test_stop_lets_the_run_in_progress_finish_in_flight_work(sqlite_engine: Engine) -> None:
-    """A stop request during a run: no new ids are started, what was fetched is committed, the
-    run is recorded as interrupted, the lock is released, and run_schedule returns 0."""
+    """A stop during a run commits what was fetched and starts no new id.
+
+    The run is recorded as interrupted, the lock is released, and run_schedule returns 0.
+    """
     box = Sandbox(count=40, seed=4)
     box.faults.latency_seconds = 0.2  # 40 ids two at a time: ~4 s for the whole run
     # Fetched by id (a listing would store all 40 in one request): tracked, discovery off.
@@ -163,13 +167,11 @@ def test_stop_lets_the_run_in_progress_finish_in_flight_work(sqlite_engine: Engi
     settings = settings.replace(api={"concurrency": 2})
     with scheduled(settings, box) as running:
         _wait_for("a run with some work committed", lambda: box.stats.total >= 8)
-        stopped_at = time.monotonic()
         running.stop.set()
         assert running.thread is not None
-        running.thread.join(10)
-        took = time.monotonic() - stopped_at
+        running.thread.join(10)  # a deadline against a hang, not a measured duration
+        assert not running.thread.is_alive()
     assert running.code == 0
-    assert took < 2.0, f"stopping took {took:.1f}s: the run did not stop early"
 
     [run] = _runs(sqlite_engine)
     assert run["status"] == "interrupted"
@@ -180,11 +182,13 @@ def test_stop_lets_the_run_in_progress_finish_in_flight_work(sqlite_engine: Engi
     assert rows_of(sqlite_engine, "sync_locks") == []
 
 
-def test_a_failed_run_is_logged_in_one_line_and_the_schedule_goes_on(
+def test_a_failed_run_does_not_stop_the_schedule(
     sqlite_engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A run that raises (here: another process holds the lock, exit 75) is one error line;
-    the next trigger runs again and succeeds once the lock is free."""
+    """A run that raises (the lock is held: exit 75) is one error line, and the schedule goes on.
+
+    The next trigger runs again and succeeds once the lock is free.
+    """
     caplog.set_level(logging.INFO, logger="etl")
     store.acquire_lock(sqlite_engine, "sync", "elsewhere:1", 60)
     box = Sandbox(count=3, seed=5)
@@ -218,22 +222,28 @@ def test_a_schema_not_at_head_is_refused_before_any_run(tmp_path: Path) -> None:
     """An unmigrated database: run_schedule raises at once (exit 5), nothing is scheduled."""
     engine = db.create_engine_for(f"sqlite:///{tmp_path / 'empty.db'}")
     settings = settings_for(engine, schedule={"interval": 0.1})
-    started = time.monotonic()
     with pytest.raises(SchemaNotAtHeadError, match="referrals-etl db upgrade") as caught:
         run_schedule(settings, auth=BearerAuth(StaticTokenProvider(TOKEN)))
     assert caught.value.exit_code == 5
-    assert time.monotonic() - started < 5
     with engine.connect() as conn:
         assert sa.inspect(conn).get_table_names() == []
 
 
-def test_triggers_follow_cron_or_interval(sqlite_engine: Engine) -> None:
-    """schedule.interval > 0 wins; otherwise schedule.cron, in UTC; a bad cron names the key."""
+def test_a_cron_trigger_fires_in_utc(sqlite_engine: Engine) -> None:
+    """Without an interval, schedule.cron is the trigger, read in UTC."""
     cron = build_trigger(settings_for(sqlite_engine, schedule={"cron": "15 3 * * 1"}))
     assert str(cron) == "cron[month='*', day='*', day_of_week='1', hour='3', minute='15']"
     assert str(cron.timezone) == "UTC"
+
+
+def test_an_interval_trigger_fires_every_interval(sqlite_engine: Engine) -> None:
+    """schedule.interval > 0 is the trigger, every that many seconds."""
     interval = build_trigger(settings_for(sqlite_engine, schedule={"interval": 90.0}))
     assert interval.interval.total_seconds() == 90
+
+
+def test_a_bad_cron_is_a_config_error_naming_the_key(sqlite_engine: Engine) -> None:
+    """A cron expression with too few fields is refused as schedule.cron, quoted."""
     with pytest.raises(ConfigError, match=r"schedule\.cron '\*/30 \* \*'"):
         build_trigger(settings_for(sqlite_engine, schedule={"cron": "*/30 * *"}))
 
@@ -259,9 +269,11 @@ def _cli_env(tmp_path: Path, db_url: str, server: ServerThread, **extra: str) ->
 def test_schedule_command_stops_cleanly_on_a_signal(
     tmp_path: Path, signum: int, database_urls: dict[str, str | Exception]
 ) -> None:
-    """`referrals-etl schedule` syncs on its interval; SIGTERM/SIGINT ends it with exit 0,
-    every run finished and recorded, in JSON log lines. (The SIGTERM case migrates its
-    database with `referrals-etl db upgrade`, as a deployment does; the other copies it.)"""
+    """SIGTERM/SIGINT end `referrals-etl schedule` with exit 0, every run finished and recorded.
+
+    It syncs on its interval and logs JSON lines. (The SIGTERM case migrates its database with
+    `referrals-etl db upgrade`, as a deployment does; the other copies it.)
+    """
     box = Sandbox(count=30, seed=7)
     box.faults.accepted_tokens = {TOKEN}
     box.faults.latency_seconds = 0.02
@@ -335,11 +347,14 @@ def test_schedule_command_stops_cleanly_on_a_signal(
 def test_a_second_signal_exits_at_once(
     tmp_path: Path, database_urls: dict[str, str | Exception]
 ) -> None:
-    """The first SIGTERM waits for the in-flight request (4 s here); a second one exits now,
-    128 + signal number, without waiting."""
+    """A second SIGTERM exits at once with 128 + the signal number.
+
+    The first one waits for the in-flight request (20 s here); the second does not: the
+    process ends well within a deadline shorter than that request.
+    """
     box = Sandbox(count=5, seed=8)
     box.faults.accepted_tokens = {TOKEN}
-    box.faults.latency_seconds = 4.0
+    box.faults.latency_seconds = 20.0
     migrated = make_engine("sqlite", database_urls, tmp_path)
     db_url = migrated.url.render_as_string(hide_password=False)
     with ServerThread(box) as server:
@@ -364,16 +379,16 @@ def test_a_second_signal_exits_at_once(
             time.sleep(0.3)
             assert process.poll() is None, "the first SIGTERM must wait for in-flight work"
             process.send_signal(signal.SIGTERM)
-            sent = time.monotonic()
-            _, err = process.communicate(timeout=10)
-            took = time.monotonic() - sent
+            try:  # a deadline half the in-flight request's latency, not a measured duration
+                _, err = process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                pytest.fail("a second SIGTERM waited for the in-flight request")
         finally:
             if process.poll() is None:
                 process.kill()
                 process.communicate()
     migrated.dispose()
     assert process.returncode == 128 + signal.SIGTERM, err
-    assert took < 1.5, f"a second SIGTERM took {took:.1f}s to end the process"
     assert "second SIGTERM: exiting now" in err
 
 
@@ -381,9 +396,11 @@ def test_a_second_signal_exits_at_once(
 def test_the_first_run_starts_at_once_unless_configured_not_to(
     sqlite_engine: Engine, at_start: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An hour's interval: with schedule.run_at_start (the default) the first sync runs as soon
-    as the scheduler starts, and the next fire time is then an hour on; without it nothing runs
-    until the first fire time."""
+    """With schedule.run_at_start (the default) the first sync runs when the scheduler starts.
+
+    An hour's interval: the next fire time is then an hour on; without run_at_start nothing
+    runs until the first fire time.
+    """
     caplog.set_level(logging.INFO, logger="etl")
     box = Sandbox(count=4, seed=31)
     settings = _schedule_settings(sqlite_engine, interval=3600.0)
@@ -406,7 +423,8 @@ def test_the_first_run_starts_at_once_unless_configured_not_to(
         assert [(r["status"], r["created"]) for r in runs] == [("succeeded", 4)]
         assert [r.run_id for r in running.reports] == [runs[0]["id"]]
     else:
-        assert runs == [] and running.reports == []
+        assert runs == []
+        assert running.reports == []
     # The fire time announced last is an interval away (not "now") in both cases.
     last = [r.getMessage() for r in caplog.records if r.getMessage().startswith("next sync at")]
     announced = datetime.fromisoformat(last[-1].removeprefix("next sync at "))
@@ -416,8 +434,10 @@ def test_the_first_run_starts_at_once_unless_configured_not_to(
 def test_schedule_serves_the_last_runs_metrics_over_http(
     tmp_path: Path, database_urls: dict[str, str | Exception]
 ) -> None:
-    """schedule.metrics_port: GET /metrics of the running `schedule` answers the metrics of
-    its last run (here the run at start, 5 referrals created); SIGTERM stops both."""
+    """GET /metrics on schedule.metrics_port answers the metrics of the last run.
+
+    Here the run at start, 5 referrals created; SIGTERM stops both.
+    """
     box = Sandbox(count=5, seed=32)
     box.faults.accepted_tokens = {TOKEN}
     migrated = make_engine("sqlite", database_urls, tmp_path)

@@ -57,12 +57,14 @@ def _loaded(args: list[str], env: dict[str, str] | None = None) -> tuple[int, se
     ],
 )
 def test_help_loads_none_of_the_heavy_libraries(args: list[str]) -> None:
+    """`--help` of each command imports none of the heavy libraries."""
     code, modules = _loaded(args)
     assert code == 0
     assert sorted(modules & set(HEAVY)) == []
 
 
-def test_status_and_db_current_load_no_alembic_or_http(tmp_path: Path) -> None:
+def test_read_only_commands_load_no_alembic_or_http(tmp_path: Path) -> None:
+    """`status` and `db current` query the database without importing alembic or HTTP clients."""
     url = f"sqlite:///{tmp_path / 'x.db'}"
     engine = db.create_engine_for(url)
     db.upgrade(engine)
@@ -77,9 +79,10 @@ def test_status_and_db_current_load_no_alembic_or_http(tmp_path: Path) -> None:
 
 
 def test_the_head_revision_read_from_the_scripts_is_alembics() -> None:
+    """The head revision etl.db reads from the scripts is the one alembic computes."""
     from alembic.script import ScriptDirectory
 
     from etl.db import _alembic_config
 
     expected = ScriptDirectory.from_config(_alembic_config()).get_current_head()
-    assert db.head_revision() == expected
+    assert expected == db.head_revision()

@@ -11,11 +11,13 @@ from etl.stopping import StopRequest, StopRequested
 
 
 def test_a_wait_times_out_with_false_when_nobody_asks_to_stop() -> None:
+    """A wait with a deadline and no stop request returns False."""
     stop = StopRequest()
     assert asyncio.run(stop.wait(0.01)) is False
 
 
 def test_a_wait_ends_when_another_thread_asks_to_stop() -> None:
+    """A stop asked from another thread ends an open-ended wait with True and the signal number."""
     stop = StopRequest()
 
     async def main() -> bool:
@@ -27,6 +29,7 @@ def test_a_wait_ends_when_another_thread_asks_to_stop() -> None:
 
 
 def test_sleep_raises_stop_requested_with_the_reason() -> None:
+    """A stop during stop.sleep raises StopRequested carrying the reason."""
     stop = StopRequest()
 
     async def main() -> None:
@@ -37,7 +40,8 @@ def test_sleep_raises_stop_requested_with_the_reason() -> None:
         asyncio.run(main())
 
 
-def test_the_first_request_wins_and_later_ones_report_false() -> None:
+def test_only_the_first_stop_request_counts() -> None:
+    """The first request sets reason and signal; later requests return False and change nothing."""
     stop = StopRequest()
     assert stop.request("SIGTERM", 15) is True
     assert stop.request("lease lost") is False

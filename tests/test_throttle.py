@@ -23,7 +23,8 @@ def _succeed(throttle: Throttle, clock: Clock, n: int, every: float) -> None:
         throttle.succeeded()
 
 
-def test_a_429_halves_the_concurrency_and_sets_the_rate_below_what_was_observed() -> None:
+def test_a_429_halves_the_concurrency() -> None:
+    """A 429 after 100 requests a second halves the concurrency limit and pauses Retry-After."""
     clock = Clock()
     throttle = Throttle(concurrency=16, max_rps=0, clock=clock)
     assert (throttle.limit, throttle.rate) == (16.0, 0)
@@ -31,10 +32,19 @@ def test_a_429_halves_the_concurrency_and_sets_the_rate_below_what_was_observed(
     pause = throttle.throttled(retry_after=2.0, attempt=1)
     assert pause == 2.0
     assert throttle.limit == 8.0
+
+
+def test_a_429_sets_the_rate_below_what_was_observed() -> None:
+    """A 429 after 100 requests a second paces the next requests at 90% of that rate."""
+    clock = Clock()
+    throttle = Throttle(concurrency=16, max_rps=0, clock=clock)
+    _succeed(throttle, clock, 200, every=0.01)  # 100 requests a second
+    throttle.throttled(retry_after=2.0, attempt=1)
     assert throttle.rate == pytest.approx(0.9 * 100, rel=0.02)
 
 
 def test_429s_inside_one_pause_count_once() -> None:
+    """A second 429 ending inside the pause already set lowers neither the rate nor the limit."""
     clock = Clock()
     throttle = Throttle(concurrency=16, max_rps=0, clock=clock)
     _succeed(throttle, clock, 100, every=0.01)
@@ -45,19 +55,28 @@ def test_429s_inside_one_pause_count_once() -> None:
     assert (throttle.rate, throttle.limit) == (rate, limit)
 
 
-def test_the_limit_climbs_back_additively_and_never_past_the_configured_concurrency() -> None:
+def test_the_limit_climbs_back_additively() -> None:
+    """Each success adds one over the limit to the limit: about one per round trip."""
     clock = Clock()
     throttle = Throttle(concurrency=8, max_rps=0, clock=clock)
     throttle.limit = 1.0
     _succeed(throttle, clock, 1, every=0.1)
-    assert throttle.limit == 2.0  # +1/limit per success: about +1 per round trip
+    assert throttle.limit == 2.0
     _succeed(throttle, clock, 3, every=0.1)
     assert 2.0 < throttle.limit < 4.0
+
+
+def test_the_limit_never_climbs_past_the_configured_concurrency() -> None:
+    """However many successes follow, the limit stops at the configured concurrency."""
+    clock = Clock()
+    throttle = Throttle(concurrency=8, max_rps=0, clock=clock)
+    throttle.limit = 1.0
     _succeed(throttle, clock, 500, every=0.1)
     assert throttle.limit == 8.0
 
 
-def test_the_rate_climbs_fast_to_97_percent_of_the_throttled_rate_then_slowly() -> None:
+def test_the_rate_climbs_ten_times_slower_past_97_percent_of_the_throttled_rate() -> None:
+    """After a 429 the rate climbs 0.01 per success below 97% of the ceiling, 0.001 above."""
     clock = Clock()
     throttle = Throttle(concurrency=16, max_rps=0, clock=clock)
     _succeed(throttle, clock, 200, every=0.01)
@@ -75,6 +94,7 @@ def test_the_rate_climbs_fast_to_97_percent_of_the_throttled_rate_then_slowly() 
 
 
 def test_a_configured_cap_is_never_exceeded() -> None:
+    """With max_rps set, a thousand successes never raise the rate past it."""
     clock = Clock()
     throttle = Throttle(concurrency=4, max_rps=10, clock=clock)
     _succeed(throttle, clock, 1000, every=0.1)
@@ -82,13 +102,17 @@ def test_a_configured_cap_is_never_exceeded() -> None:
 
 
 def test_without_retry_after_the_pause_is_a_jittered_exponential_backoff() -> None:
+    """A 429 without Retry-After pauses at most 0.5 s, 4 s, 30 s at attempts 1, 4 and 20."""
     clock = Clock()
     throttle = Throttle(concurrency=4, max_rps=0, clock=clock)
     pauses = [throttle.throttled(retry_after=None, attempt=attempt) for attempt in (1, 4, 20)]
-    assert 0 <= pauses[0] <= 0.5 and 0 <= pauses[1] <= 4.0 and 0 <= pauses[2] <= 30.0
+    assert 0 <= pauses[0] <= 0.5
+    assert 0 <= pauses[1] <= 4.0
+    assert 0 <= pauses[2] <= 30.0
 
 
-def test_acquire_passes_at_once_when_not_paced_and_counts_in_flight() -> None:
+def test_acquire_counts_the_requests_in_flight() -> None:
+    """Without pacing, two acquires pass at once and count two in flight; releases count down."""
     clock = Clock()
     throttle = Throttle(concurrency=2, max_rps=0, clock=clock)
 
@@ -100,4 +124,5 @@ def test_acquire_passes_at_once_when_not_paced_and_counts_in_flight() -> None:
         await throttle.release()
         return held
 
-    assert asyncio.run(main()) == 2 and throttle.in_flight == 0
+    assert asyncio.run(main()) == 2
+    assert throttle.in_flight == 0

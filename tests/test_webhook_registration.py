@@ -64,7 +64,8 @@ def _client(fake: FakeRegistrationApi, token: str = "registration-token") -> Reg
     return RegistrationClient(BASE, Auth(), transport=httpx.MockTransport(fake.handler))
 
 
-def test_register_creates_then_changes_the_registration() -> None:
+def test_register_upserts_the_registration() -> None:
+    """register POSTs a first registration and PUTs over an existing one."""
     fake = FakeRegistrationApi()
     with _client(fake) as client:
         assert client.get() is None
@@ -86,6 +87,7 @@ def test_register_creates_then_changes_the_registration() -> None:
 
 
 def test_test_event_reports_partner_centers_delivery() -> None:
+    """A test event's delivery attempts are polled every 5 s (on a fake clock) until reported."""
     fake = FakeRegistrationApi()
     slept: list[float] = []
     now = [0.0]
@@ -103,6 +105,7 @@ def test_test_event_reports_partner_centers_delivery() -> None:
 
 
 def test_wait_for_test_ends_at_its_deadline() -> None:
+    """Polling for a test event that never reports ends exactly at its deadline (fake clock)."""
     fake = FakeRegistrationApi()
     fake.polls = -1000  # never reports
     now = [0.0]
@@ -116,6 +119,7 @@ def test_wait_for_test_ends_at_its_deadline() -> None:
 
 
 def test_a_rejected_token_is_an_auth_error_that_names_the_resource() -> None:
+    """A 401 is an AuthError naming the resource, never the token."""
     client = _client(FakeRegistrationApi(), token="referrals-api-token")
     with pytest.raises(AuthError, match=r"api\.partnercenter\.microsoft\.com") as raised:
         client.get()
@@ -123,6 +127,8 @@ def test_a_rejected_token_is_an_auth_error_that_names_the_resource() -> None:
 
 
 def test_an_unreachable_api_is_exit_4() -> None:
+    """A refused connection is ApiUnavailableError, exit 4."""
+
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
@@ -133,6 +139,7 @@ def test_an_unreachable_api_is_exit_4() -> None:
 
 
 def test_the_client_of_the_settings_calls_the_configured_registration_api() -> None:
+    """The client built from settings calls the configured registration URL with its own token."""
     seen: list[str] = []
     settings = Settings().replace(
         auth={"mode": "access_token", "access_token": Secret("registration-token")},
@@ -202,9 +209,10 @@ def _run(args: list[str]) -> int:
     return int(caught.value.code or 0)
 
 
-def test_webhook_commands(
+def test_the_webhook_commands_drive_the_registration_api(
     served_fake: FakeRegistrationApi, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """`webhook status`, `register` and `test` drive the registration API as an operator would."""
     assert _run(["webhook", "status"]) == 1
     assert "no webhook is registered" in capsys.readouterr().out
     assert _run(["webhook", "register", "http://insecure.example.com/hook"]) == 2
@@ -216,9 +224,11 @@ def test_webhook_commands(
     assert served_fake.registration["WebhookEvents"] == list(DEFAULT_EVENTS)
     assert _run(["webhook", "status"]) == 0
     out = capsys.readouterr().out
-    assert f"url: {url}" in out and "subscriber id: sub-1" in out
+    assert f"url: {url}" in out
+    assert "subscriber id: sub-1" in out
     served_fake.polls = 2  # the next poll reports the delivery
     assert _run(["webhook", "test", "--wait", "30"]) == 0
     out = capsys.readouterr().out
-    assert "correlation id corr-1" in out and "response OK" in out
+    assert "correlation id corr-1" in out
+    assert "response OK" in out
     assert "registration-token" not in out

@@ -89,6 +89,7 @@ def sql_engine(
 def test_changes_in_the_sandbox_reach_sql_through_signed_callbacks(
     sql_engine: Engine, authority: TestAuthority, certs: CertificateServer, ca_file: Path
 ) -> None:
+    """Changes and additions in the sandbox reach SQL through signed callbacks, each counted once."""
     box = Sandbox(count=30, seed=3)
     settings = webhook_settings(sql_engine, ca_file, certs.host)
     with receiver(settings, box) as url:
@@ -106,16 +107,18 @@ def test_changes_in_the_sandbox_reach_sql_through_signed_callbacks(
     assert all(e["processed_at"] is not None for e in events)
     assert {e["event_name"] for e in events} == {"referral-updated", "referral-created"}
     sources = {r["referral_id"]: r["source"] for r in rows_of(sql_engine, "sync_state")}
-    assert set(sources) == set(wanted) and set(sources.values()) == {"webhook"}
+    assert set(sources) == set(wanted)
+    assert set(sources.values()) == {"webhook"}
     runs = rows_of(sql_engine, "sync_runs")
-    assert runs and {r["trigger"] for r in runs} == {"webhook"}
+    assert runs
+    assert {r["trigger"] for r in runs} == {"webhook"}
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
     return httpx.post(url, content=body, headers=headers, timeout=30)
 
 
-def test_refused_callbacks_are_4xx_and_change_nothing(
+def test_refused_callbacks_change_nothing(
     sql_engine: Engine,
     authority: TestAuthority,
     certs: CertificateServer,
@@ -123,6 +126,7 @@ def test_refused_callbacks_are_4xx_and_change_nothing(
     ca_file: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Each bad callback gets its 4xx, one log line, and no event, fetch or run."""
     box = Sandbox(count=5, seed=4)
     rid = box.ids[0]
     body = event_body(rid)
@@ -184,7 +188,9 @@ def test_refused_callbacks_are_4xx_and_change_nothing(
         time.sleep(0.3)  # give a (wrongly) woken worker the chance to fetch
     assert elsewhere.downloads.total() == 0  # nothing downloaded from a host off the allowlist
     counts = count_rows(sql_engine)
-    assert counts["webhook_events"] == 0 and counts["sync_state"] == 0 and counts["referrals"] == 0
+    assert counts["webhook_events"] == 0
+    assert counts["sync_state"] == 0
+    assert counts["referrals"] == 0
     assert counts["sync_runs"] == 0
     assert box.stats.by_kind.get("get", 0) == 0
     assert 'referrals_etl_webhook_rejected_total{reason="bad_signature"} 2.0' in metrics
@@ -197,6 +203,7 @@ def test_refused_callbacks_are_4xx_and_change_nothing(
 def test_five_deliveries_of_one_event_fetch_it_at_most_twice(
     sql_engine: Engine, authority: TestAuthority, certs: CertificateServer, ca_file: Path
 ) -> None:
+    """One event delivered five times (four at once) is one event row and at most two GETs."""
     box = Sandbox(count=5, seed=5)
     rid = box.ids[2]
     body = event_body(rid)
@@ -222,9 +229,10 @@ def test_five_deliveries_of_one_event_fetch_it_at_most_twice(
     assert len(rows_of(sql_engine, "webhook_events")) == 1
 
 
-def test_a_burst_of_300_callbacks_from_16_senders(
+def test_a_burst_of_300_callbacks_from_16_senders_is_stored_whole(
     sql_engine: Engine, authority: TestAuthority, certs: CertificateServer, ca_file: Path
 ) -> None:
+    """300 callbacks from 16 concurrent senders are all acknowledged and all stored."""
     box = Sandbox(count=300, seed=6)
     bodies = [event_body(i) for i in box.ids]
     settings = webhook_settings(sql_engine, ca_file, certs.host)
@@ -267,6 +275,7 @@ def test_a_burst_of_300_callbacks_from_16_senders(
 def test_worker_holds_its_own_lease_beside_a_scheduled_sync(
     sqlite_engine: Engine, authority: TestAuthority, certs: CertificateServer, ca_file: Path
 ) -> None:
+    """The webhook worker runs under its own lease while a scheduled sync holds "sync"."""
     box = Sandbox(count=5, seed=7)
     store.acquire_lock(sqlite_engine, "sync", "a long scheduled sync", 3600)
     rid = box.ids[0]
@@ -284,6 +293,7 @@ def test_worker_holds_its_own_lease_beside_a_scheduled_sync(
 def test_certificate_is_downloaded_once_for_many_callbacks(
     sqlite_engine: Engine, authority: TestAuthority, ca_file: Path
 ) -> None:
+    """Forty concurrent callbacks signed by one certificate download it once."""
     box = Sandbox(count=40, seed=8)
     with CertificateServer(authority) as own:
         settings = webhook_settings(sqlite_engine, ca_file, own.host)
@@ -317,18 +327,19 @@ def test_certificate_is_downloaded_once_for_many_callbacks(
     assert "referrals_etl_webhook_certificate_downloads_total 1.0" in metrics
 
 
-def test_event_parsing() -> None:
+def test_an_event_parses_to_a_lowercase_id_with_its_change_time() -> None:
+    """An event gives its id in lower case and its change time, None when that is not a time."""
     event = parse_event(event_body("ABCDEF01-2345-6789-ABCD-EF0123456789"))
     assert event.referral_id == "abcdef01-2345-6789-abcd-ef0123456789"
-    assert event.changed_at is not None and event.changed_at.microsecond == 123456
+    assert event.changed_at is not None
+    assert event.changed_at.microsecond == 123456
     body = json.loads(event_body("x1"))
     body["ResourceChangeUtcDate"] = "yesterday"
     assert parse_event(json.dumps(body).encode()).changed_at is None
 
 
-def test_recording_an_event_is_once_and_makes_its_id_due(engine: Engine) -> None:
-    """On every database: a repeated event inserts nothing and says so (the receiver wakes
-    the worker only for a new one); the id is due at once, also when it was tracked already."""
+def test_an_event_is_recorded_once(engine: Engine) -> None:
+    """A repeated event inserts nothing and says so; the id is due at once, tracked or not."""
     from datetime import UTC, datetime, timedelta
 
     now = datetime(2026, 12, 2, 1, 0, 0, 123456, tzinfo=UTC)
@@ -362,8 +373,11 @@ def test_recording_an_event_is_once_and_makes_its_id_due(engine: Engine) -> None
 def test_a_fetch_that_fails_is_tried_again_by_the_worker(
     sqlite_engine: Engine, authority: TestAuthority, certs: CertificateServer, ca_file: Path
 ) -> None:
-    """The API fails the first run's every attempt (503s): the event stays due, the worker
-    tries again after its backoff and the referral is stored, with no scheduled sync."""
+    """An event whose fetch fails is fetched again by the worker, with no scheduled sync.
+
+    The API fails the first run's every attempt (503s): the event stays due, the worker tries
+    again after its backoff and the referral is stored.
+    """
     box = Sandbox(count=3, seed=12)
     rid = box.ids[0]
     body = event_body(rid)
@@ -382,11 +396,13 @@ def test_a_fetch_that_fails_is_tried_again_by_the_worker(
     assert event["processed_at"] is not None
 
 
-def test_without_its_database_the_receiver_is_unhealthy_and_asks_for_redelivery(
+def test_without_its_database_the_receiver_asks_for_redelivery(
     authority: TestAuthority, certs: CertificateServer, ca_file: Path
 ) -> None:
-    """/healthz 503, and a valid callback 503 (Partner Center delivers it again): nothing is
-    acknowledged that was not committed."""
+    """Without a database, /healthz and a valid callback are 503: nothing uncommitted is acked.
+
+    Partner Center delivers a callback answered 503 again.
+    """
     from aiohttp.test_utils import TestClient, TestServer
 
     from etl import db
@@ -420,8 +436,11 @@ def test_without_its_database_the_receiver_is_unhealthy_and_asks_for_redelivery(
 
 
 def test_the_sandbox_command_sends_signed_callbacks(sqlite_engine: Engine, tmp_path: Path) -> None:
-    """`referrals-etl sandbox --webhook-url URL`: its changes reach a receiver that trusts
-    the CA file it writes, and only that (the certificate host it prints)."""
+    """`referrals-etl sandbox --webhook-url URL` sends its changes as signed callbacks.
+
+    They reach a receiver that trusts the CA file it writes, and only that (the certificate
+    host it prints).
+    """
     import re
     import socket
     import subprocess
@@ -462,7 +481,8 @@ def test_the_sandbox_command_sends_signed_callbacks(sqlite_engine: Engine, tmp_p
             if found:
                 hosts = found.group(1)
                 break
-        assert hosts is not None and ca_file.exists()
+        assert hosts is not None
+        assert ca_file.exists()
         api = f"http://127.0.0.1:{api_port}"
         wait_until(lambda: _answers(api + "/_sandbox/ids"), timeout=30)
         settings = webhook_settings(sqlite_engine, ca_file, hosts)
@@ -487,8 +507,11 @@ def _answers(url: str) -> bool:
 def test_a_certificate_from_an_intermediate_ca_chains_through_its_issuer_url(
     sqlite_engine: Engine, authority: TestAuthority, certs: CertificateServer, ca_file: Path
 ) -> None:
-    """As Microsoft's: the .cer holds the leaf only, issued by an intermediate CA that the
-    trust store lacks; the intermediate is fetched from the leaf's AIA and checked."""
+    """A leaf-only certificate chains through the intermediate fetched from its AIA URL.
+
+    As Microsoft's: the .cer holds the leaf only, issued by an intermediate CA that the trust
+    store lacks; the intermediate is fetched and checked.
+    """
     box = Sandbox(count=2, seed=13)
     rid = box.ids[0]
     body = event_body(rid)

@@ -6,8 +6,8 @@ documentation (``docs/referral-api.md``).
 ``serve`` and ``ServerThread`` put it on TCP. It shares no code with the client or flattener.
 """
 
+from etl.sandbox.box import Sandbox
 from etl.sandbox.faults import Faults, Stats
 from etl.sandbox.server import ServerThread, serve
-from etl.sandbox.state import Sandbox
 
 __all__ = ["Faults", "Sandbox", "ServerThread", "Stats", "serve"]

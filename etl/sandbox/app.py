@@ -21,7 +21,7 @@ from etl.sandbox import odata
 from etl.sandbox.faults import TokenBucket
 
 if TYPE_CHECKING:
-    from etl.sandbox.state import Sandbox
+    from etl.sandbox.state import SandboxState
 
 # What ``GET /_sandbox/`` answers: every control endpoint, with what it does.
 CONTROL_ENDPOINTS: Final = (
@@ -87,9 +87,9 @@ _random_bits = random.Random().getrandbits  # request ids need no cryptographic 
 
 
 class SandboxApp:
-    """ASGI callable serving one :class:`~etl.sandbox.state.Sandbox`."""
+    """ASGI callable serving one :class:`~etl.sandbox.state.SandboxState`."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: SandboxState) -> None:
         self.sandbox = sandbox
         self._bucket = TokenBucket()
 

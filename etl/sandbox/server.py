@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 if TYPE_CHECKING:
-    from etl.sandbox.state import Sandbox
+    from etl.sandbox.box import Sandbox
 
 
 def _config(sandbox: Sandbox, **kwargs: Any) -> Any:

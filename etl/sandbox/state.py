@@ -3,7 +3,8 @@
 Each referral is a small :class:`~etl.sandbox.generator.Record`; its document is assembled from
 it on demand, and kept (as serialised bytes only) once it has been edited; ``json.loads`` of the
 bytes gives a fresh deep copy. All mutation goes through one lock, so a sandbox served from a
-thread can be driven from another.
+thread can be driven from another. Nothing here knows about HTTP: the app
+(:mod:`etl.sandbox.app`) reads and changes this state, never the other way.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any, Literal
 from etl.sandbox import edits
 from etl.sandbox import generator as g
 from etl.sandbox import values as v
-from etl.sandbox.app import SandboxApp
 from etl.sandbox.faults import Faults, Stats
 from etl.sandbox.odata import OrderBy, Predicate
 
@@ -35,8 +35,10 @@ def dumps(doc: Any) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-class Sandbox:
-    """A simulated Partner Center Referrals API with ``count`` referrals, deterministic in ``seed``.
+class SandboxState:
+    """``count`` simulated referrals, deterministic in ``seed``, with no HTTP of their own.
+
+    :class:`etl.sandbox.box.Sandbox` adds the ASGI app that serves them.
 
     ``clock`` (ticks of 100 ns since the epoch) stamps changes, additions and events; it
     defaults to the wall clock, so changed referrals look recent to a client.
@@ -70,13 +72,6 @@ class Sandbox:
         self._during_listing: list[tuple[int, list[str]]] = []
         self._pools = g.fragment_pools(seed)
         self._add(count, fresh=False)
-        self.app = SandboxApp(self)
-
-    def transport(self) -> Any:
-        """An httpx transport into this sandbox, in process (no sockets)."""
-        from etl.sandbox.transport import SandboxTransport
-
-        return SandboxTransport(self.app)
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ import uvicorn
 from etl.sandbox.signing import TestAuthority
 
 if TYPE_CHECKING:
-    from etl.sandbox.state import Sandbox
+    from etl.sandbox.state import SandboxState
 
 CERTIFICATE_NAME = "pcnotifications-dispatch.microsoft.com.cer"
 DELIVERY_ATTEMPTS = 10
@@ -146,7 +146,7 @@ class WebhookSender:
 
     def __init__(
         self,
-        sandbox: Sandbox,
+        sandbox: SandboxState,
         url: str,
         authority: TestAuthority,
         certificate_url: str,

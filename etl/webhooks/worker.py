@@ -26,6 +26,7 @@ from etl.errors import (
     InterruptedRunError,
     LockHeldError,
     SchemaNotAtHeadError,
+    first_line,
 )
 from etl.stopping import StopRequest
 from etl.store import utcnow
@@ -78,7 +79,7 @@ class Worker:
                 log.error(
                     "webhook worker: %s: %s",
                     exc.__class__.__name__,
-                    str(exc).splitlines()[0][:300] if str(exc) else "",
+                    first_line(exc),
                 )
                 drained = 0
                 self._backoff = min(_BACKOFF_MAX, max(1.0, self._backoff * 2))
