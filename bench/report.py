@@ -15,6 +15,10 @@ F_SHARE = 0.90  # f: at least 90% of R ...
 F_MAX_429 = 0.05  # ... with at most 5% of requests answered 429
 G_PEAK_MB = 150.0  # g: peak RSS under 150 MB ...
 G_GROWTH = 0.10  # ... growing less than 10% from 10,000 to 100,000 ids
+# The run core's targets (issue 10, item 8).
+H_VS_NAIVE = 8.0  # h: the CLI's first load from process start, PostgreSQL, >= 8x naive
+I_SHARE_CLI = 0.93  # i: 100 ms, 16 workers, from process start: >= 93% of 16 / 100 ms
+I_SHARE = 0.97  # i: the same in process (run_backfill alone): >= 97%
 
 
 @dataclass

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import report as t
+from bench import runcore
 from bench.dbs import Database
 from bench.report import Row, from_step, judge
 from bench.server import ROOT, SandboxProcess
 
-SCENARIOS = "abcdefg"
+SCENARIOS = "abcdefghi"
 DATABASES = ("sqlite", "postgres", "mariadb")
 DEFAULT_DATABASES = "sqlite,postgres"
 SEED = 1
@@ -45,6 +46,8 @@ class Sizes:
     e32_ids: int = 2_000  # concurrency 32 at 100 ms: ideal 320/s, 6.25 s
     f_seconds: float = 21.0  # f runs R x this many ids (>= 20 s at R)
     g_ids: int = 100_000
+    h_ids: int = 3_000  # issue 10: the CLI's first load, from process start
+    i_ids: int = 3_200  # issue 10: 100 ms latency, 16 workers: ideal 160/s, 20 s
     g_databases: tuple[str, ...] = ("sqlite",)
 
     def scaled(self, ids: int) -> Sizes:
@@ -58,6 +61,8 @@ class Sizes:
             e32_ids=min(self.e32_ids, ids),
             f_seconds=min(self.f_seconds, 5.0),
             g_ids=10 * ids,
+            h_ids=min(self.h_ids, ids),
+            i_ids=min(self.i_ids, ids),
         )
 
 
@@ -69,6 +74,8 @@ QUICK = Sizes(
     e32_ids=960,
     f_seconds=8.0,
     g_ids=20_000,
+    h_ids=1_000,
+    i_ids=800,
 )
 
 
@@ -137,9 +144,9 @@ class Plan:
 
     def _database(self, database: Database) -> None:
         s = self.sizes
-        tcp = self.scenarios & set("acdef")
+        tcp = self.scenarios & set("acdefhi")
         f_ids = int(self.rps * s.f_seconds) if "f" in self.scenarios else 0
-        count = max(s.ids, s.e32_ids if "e" in tcp else 0, f_ids, s.naive_ids)
+        count = max(s.ids, s.e32_ids if "e" in tcp else 0, f_ids, s.naive_ids, s.h_ids, s.i_ids)
         if tcp:
             with SandboxProcess(count, SEED) as server:
                 self._loopback(database, server, f_ids)
@@ -214,6 +221,10 @@ class Plan:
             self._latency(database, server)
         if "f" in self.scenarios:
             self._throttled(database, server, f_ids)
+        if "h" in self.scenarios:
+            runcore.first_load(self, database, server)
+        if "i" in self.scenarios:
+            runcore.latency(self, database, server)
 
     def _latency(self, database: Database, server: SandboxProcess) -> None:
         s, name = self.sizes, database.dialect
@@ -345,29 +356,34 @@ class Plan:
         if "g" in self.scenarios and name in s.g_databases:
             self._memory(database, first)
 
-    def _memory(self, database: Database, small: Row | None) -> None:
+    def _memory(self, database: Database, _b_first: Row | None) -> None:
         s, name = self.sizes, database.dialect
         try:
-            if small is None:  # b did not run: load the small reference here
-                database.reset()
-                step = self._step("g small", database, self._inproc(s.ids))
-                small = self._add(from_step(f"g {s.ids:,} ids (in process)", name, step))
+            # Both as shipped (the writer in a thread); BENCH_G_WRITER_PROCESS=1: in a process.
+            process = os.environ.get("BENCH_G_WRITER_PROCESS") == "1"
             database.reset()
-            step = self._step("g", database, self._inproc(s.g_ids))
+            step = self._step("g small", database, self._inproc(s.ids, writer_process=process))
+            small = self._add(from_step(f"g {s.ids:,} ids (in process)", name, step))
+            database.reset()
+            step = self._step("g", database, self._inproc(s.g_ids, writer_process=process))
             row = self._add(from_step(f"g {s.g_ids:,} ids (in process)", name, step))
             _expect(row, created=s.g_ids)
             # The job's peak: the process's, less what the in-process sandbox (test scaffolding
             # holding every document's seed) took when it was built before the run.
             job, job_small = _job_mb(row), _job_mb(small)
             growth = job / job_small - 1
+            writer, writer_small = (r.raw.get("writer_peak_kb", 0) / 1024 for r in (row, small))
             row.figure = f"job {job:.0f} MB, {growth:+.0%} vs {small.ids:,}"
+            if writer:
+                row.figure += f"; writer {writer:.0f} MB, {writer / writer_small - 1:+.0%}"
             row.target = f"< {t.G_PEAK_MB:.0f} MB, < {t.G_GROWTH:.0%} growth"
             judge(row, min(t.G_PEAK_MB / job, (1 + t.G_GROWTH) / (1 + growth)))
             for r in (small, row):
                 row.notes.append(
                     f"{r.ids:,} ids: process peak {r.peak_mb:.0f} MB = job {_job_mb(r):.0f} MB + "
                     f"sandbox {r.raw['sandbox_kb'] / 1024:.0f} MB; RSS before the run "
-                    f"{r.raw['rss_before_kb'] / 1024:.0f} MB"
+                    f"{r.raw['rss_before_kb'] / 1024:.0f} MB; the writer process's peak "
+                    f"{r.raw.get('writer_peak_kb', 0) / 1024:.0f} MB"
                 )
         except Exception as exc:
             self._error(f"g {s.g_ids:,} ids (in process)", name, exc)

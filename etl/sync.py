@@ -9,7 +9,8 @@ A ``sync`` is list-first: its feeder first runs discovery (:mod:`etl.discovery`)
 each list page through the same write path (:meth:`Pipeline.store_listed`), and then feeds only
 the ids that are due. A ``backfill`` feeds the ids it is given.
 
-Fetching and writing overlap: the writer's database work runs in a thread while the fetchers
+Fetching and writing overlap: the writer's database work runs in a thread (or, with
+``sync.writer_process``, in a second process: :mod:`etl.writer`) while the fetchers
 keep fetching, and the queues between the stages are bounded, so memory stays flat whatever the
 number of ids. When any stage fails, the task group cancels the others, so no stage ever waits
 on one that is gone; when a fetch stage fails, the writer first commits what was already
@@ -33,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
@@ -43,12 +44,13 @@ from sqlalchemy.engine import Engine
 
 from etl import store
 from etl.client import ClientStats, ReferralsClient
-from etl.config import Settings
+from etl.config import Settings, SyncSettings
 from etl.db import connect_error, failure, require_head
 from etl.errors import DatabaseError, EtlError, InterruptedRunError, LockHeldError, first_line
 from etl.ids import TrackedId, in_shard
 from etl.results import FetchResult, Outcome
 from etl.stopping import StopRequest, StopRequested
+from etl.writer import ProcessWriter, usable
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +267,7 @@ class Database:
         self.engine = engine
         self.reconnect_for = reconnect_for
         self._clock = clock
+        self.writer: ProcessWriter | None = None  # set by the run when it writes in a process
 
     async def call(
         self,
@@ -275,11 +278,42 @@ class Database:
         """``func(*args)`` in a thread; a lost connection is retried on a fresh one until
         ``reconnect_for`` runs out; refused values raise :class:`ValueRefused`; anything else
         raises :class:`DatabaseError`."""
+        return await self._policy(lambda: asyncio.to_thread(func, *args, **kwargs))
+
+    async def write(
+        self,
+        batch: list[FetchResult],
+        settings: SyncSettings,
+        *,
+        run_id: int | None = None,
+        run_totals: dict[str, int] | None = None,
+        dry_run: bool = False,
+    ) -> store.BatchCounts:
+        """:func:`store.write_batch` under the same policy: in the writer process when the run
+        has one, else in a thread."""
+        writer = self.writer
+        if writer is None:
+            return await self.call(
+                store.write_batch,
+                self.engine,
+                batch,
+                settings,
+                run_id=run_id,
+                run_totals=run_totals,
+                dry_run=dry_run,
+            )
+        return await self._policy(
+            lambda: writer.write(
+                batch, settings, run_id=run_id, run_totals=run_totals, dry_run=dry_run
+            )
+        )
+
+    async def _policy(self, attempt: Callable[[], Awaitable[T]]) -> T:
         deadline: float | None = None
-        attempt = 0
+        tries = 0
         while True:
             try:
-                return await asyncio.to_thread(func, *args, **kwargs)
+                return await attempt()
             except sa.exc.SQLAlchemyError as exc:
                 if refused_value(exc):
                     raise ValueRefused(exc) from exc
@@ -287,7 +321,7 @@ class Database:
                     raise failure(self.engine, exc) from exc
                 now = self._clock()
                 deadline = now + self.reconnect_for if deadline is None else deadline
-                attempt += 1
+                tries += 1
                 if now >= deadline:
                     error = connect_error(self.engine, exc)
                     raise DatabaseError(
@@ -300,9 +334,9 @@ class Database:
                     if rolled_back(exc)
                     else "database connection lost",
                     exc.__class__.__name__,
-                    attempt,
+                    tries,
                 )
-                await asyncio.sleep(min(0.25 * 2 ** (attempt - 1), 5.0, deadline - now))
+                await asyncio.sleep(min(0.25 * 2 ** (tries - 1), 5.0, deadline - now))
 
 
 # The pipeline ------------------------------------------------------------------------------
@@ -444,9 +478,7 @@ class Pipeline:
     async def _write(self, batch: list[FetchResult]) -> store.BatchCounts:
         """One transaction; a refused value splits the batch until only its referral fails."""
         try:
-            return await self.database.call(
-                store.write_batch,
-                self.database.engine,
+            return await self.database.write(
                 batch,
                 self.settings.sync,
                 run_id=self.report.run_id,
@@ -480,12 +512,8 @@ class Pipeline:
             origin=result.origin,
         )
         try:
-            return await self.database.call(
-                store.write_batch,
-                self.database.engine,
-                [failed],
-                self.settings.sync,
-                dry_run=self.options.dry_run,
+            return await self.database.write(
+                [failed], self.settings.sync, dry_run=self.options.dry_run
             )
         except ValueRefused as again:  # even the failure's bookkeeping is refused: the DB's fault
             raise failure(self.database.engine, again.cause) from again.cause
@@ -530,6 +558,8 @@ async def _run(
             exc.report = report
             raise
     error: BaseException | None = None
+    if settings.sync.writer_process and usable(engine):
+        database.writer = ProcessWriter(engine)  # starts now, while the run row is written
     try:
         if not options.dry_run:
             report.run_id = await database.call(
@@ -553,6 +583,10 @@ async def _run(
                 _collect(report, client.stats)
     except BaseException as exc:  # noqa: BLE001 - every ending is recorded; _ending picks what to raise
         error = _unwrap(exc)
+    finally:
+        if database.writer is not None:  # what it is writing commits (or it is ended)
+            writer, database.writer = database.writer, None
+            await asyncio.shield(asyncio.to_thread(writer.close))
     report.seconds = time.perf_counter() - started
     report.status, raised = _ending(engine, report, error, options.stop)
     if report.duplicates:

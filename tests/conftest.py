@@ -161,7 +161,8 @@ def settings_for(engine: Engine, **sections: dict[str, Any]) -> Settings:
     base: dict[str, dict[str, Any]] = {
         "database": {"url": engine.url.render_as_string(hide_password=False)},
         "api": {"base_url": BASE_URL, "concurrency": 8, "max_attempts": 3},
-        "sync": {"discover": False},
+        # The writer in a thread (the default) unless a test asks for the process.
+        "sync": {"discover": False, "writer_process": False},
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)

@@ -192,6 +192,12 @@ class SyncSettings:
         default=86400.0,
         metadata=_key("longest wait before retrying an id that keeps failing", duration=True),
     )
+    writer_process: bool = field(
+        default=False,
+        metadata=_key(
+            "parse and write referrals in a second process (a second CPU core); off: a thread"
+        ),
+    )
     lock_lease: float = field(
         default=120.0,
         metadata=_key(
