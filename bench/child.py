@@ -58,12 +58,12 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
     box: Sandbox | None = None
     sandbox_kb = 0
     if spec["where"] == "inproc":
-        before = _rss_kb()
+        rss_before = _rss_kb()
         box = Sandbox(count=spec["count"], seed=spec["seed"], request_log_size=0)
         box.faults.accepted_tokens = {TOKEN}
         box.faults.update(spec.get("faults") or {})
         all_ids = box.ids
-        sandbox_kb = _rss_kb() - before  # the in-process sandbox's share of our RSS
+        sandbox_kb = _rss_kb() - rss_before  # the in-process sandbox's share of our RSS
         base_url = "http://sandbox.bench/v1.0"
     else:
         all_ids = httpx.get(spec["url"] + "/_sandbox/ids", timeout=60).text.split()
@@ -95,7 +95,7 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
             api={"base_url": base_url, **spec.get("api", {})},
             sync={"discover": False, "writer_process": in_process_writer, **spec.get("sync", {})},
         )
-        before = _table_rows(engine) if in_process_writer else {}
+        rows_before = _table_rows(engine) if in_process_writer else {}
         options = RunOptions(
             trigger="backfill",
             transport=box.transport() if box is not None else None,
@@ -124,8 +124,8 @@ def run_step(spec: dict[str, Any]) -> dict[str, Any]:
     out["rows"] = counter.to_dict()
     if spec["kind"] != "naive" and in_process_writer:
         after = _table_rows(engine)
-        out["rows"]["data"] = sum(after[t] - before[t] for t in after)
-        out["rows"]["by_table"] = {t: after[t] - before[t] for t in after}
+        out["rows"]["data"] = sum(after[t] - rows_before[t] for t in after)
+        out["rows"]["by_table"] = {t: after[t] - rows_before[t] for t in after}
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         out["writer_peak_kb"] = children.ru_maxrss  # the writer process, ended with the run
         out["writer_cpu"] = children.ru_utime + children.ru_stime

@@ -156,7 +156,8 @@ def latency(plan: Plan, database: Database, server: SandboxProcess) -> None:
     server.faults(latency_seconds=LATENCY)
     try:
         served = server.latency()
-        cap = f"one sequential GET takes {served * 1000:.1f} ms here: at most " + (
+        cap = (
+            f"one sequential GET takes {served * 1000:.1f} ms here: at most "
             f"{I_WORKERS / served / ideal:.0%} of {ideal:.0f}/s for any client"
         )
         label = f"i 100 ms, {I_WORKERS} workers, CLI from start"

@@ -44,7 +44,7 @@ def usable(engine: Engine) -> bool:
 def _start(url: str) -> None:
     """In the child: signals are the parent's to handle (it stops the run and then closes us,
     after our batch is committed); make the engine."""
-    global _engine
+    global _engine  # noqa: PLW0603 - the child process's one engine, made once at its start
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from etl import db

@@ -45,7 +45,8 @@ def test_the_process_writes_the_same_rows_as_the_thread(engine: Engine) -> None:
     assert backfill(engine, box).counts.created == 120
     assert _data(engine) == by_process
     again = backfill(engine, box, settings=_in_process(engine))
-    assert again.counts.unchanged == 120 and _data(engine) == by_process
+    assert again.counts.unchanged == 120
+    assert _data(engine) == by_process
 
 
 def test_a_value_refused_in_the_process_fails_only_that_referral(engine: Engine) -> None:
@@ -86,7 +87,8 @@ def test_a_missing_table_in_the_process_fails_the_run_with_exit_5(engine: Engine
     assert caught.value.exit_code == 5
     assert MISSING in str(caught.value).lower() or "table" in str(caught.value).lower()
     [run] = rows_of(engine, "sync_runs")
-    assert run["status"] == "failed" and run["finished_at"] is not None
+    assert run["status"] == "failed"
+    assert run["finished_at"] is not None
     assert rows_of(engine, "sync_locks") == []
     assert [r for r in rows_of(engine, "sync_state") if r["consecutive_failures"]] == []
 
@@ -118,9 +120,11 @@ def test_a_writer_process_that_dies_ends_the_run_with_exit_5(sqlite_engine: Engi
             ),
         )
     assert killed.is_set()
-    assert caught.value.exit_code == 5 and "writer process died" in str(caught.value)
+    assert caught.value.exit_code == 5
+    assert "writer process died" in str(caught.value)
     [run] = rows_of(sqlite_engine, "sync_runs")
-    assert run["status"] == "failed" and run["finished_at"] is not None
+    assert run["status"] == "failed"
+    assert run["finished_at"] is not None
     assert rows_of(sqlite_engine, "sync_locks") == []
     assert served < 2000  # the run stopped fetching
     assert multiprocessing.active_children() == []
