@@ -54,6 +54,34 @@ def serve(
     uvicorn.Server(_config(sandbox)).run(sockets=[sock])
 
 
+class UvicornThread:
+    """A uvicorn server on an already bound socket, run in a daemon thread (the sandbox's API
+    and its certificate host both serve this way)."""
+
+    def __init__(self, config: Any, sock: socket.socket, name: str) -> None:
+        self._socket = sock
+        self._server: Any = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name=name, daemon=True
+        )
+
+    def start(self, what: str, timeout: float = 10.0) -> None:
+        """Start serving; returns once the server accepts connections, or raises naming ``what``."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start")
+            time.sleep(0.01)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the server to finish, wait for its thread, close the socket."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._socket.close()
+
+
 class ServerThread:
     """Serve ``sandbox`` from a daemon thread while inside ``with``; ``port=0`` picks a free port.
 
@@ -68,29 +96,15 @@ class ServerThread:
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
         self.base_url = self.url + "/v1.0"
-        self._server: Any = uvicorn.Server(_config(sandbox))
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [self._socket]},
-            name=f"sandbox-{self.port}",
-            daemon=True,
-        )
+        self._runner = UvicornThread(_config(sandbox), self._socket, f"sandbox-{self.port}")
 
     def start(self, timeout: float = 10.0) -> None:
         """Start serving; returns once the server accepts connections."""
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"sandbox server on {self.url} did not start")
-            time.sleep(0.01)
+        self._runner.start(f"sandbox server on {self.url}", timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Ask the server to finish and wait for its thread."""
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        self._socket.close()
+        self._runner.stop(timeout)
 
     def __enter__(self) -> ServerThread:
         self.start()

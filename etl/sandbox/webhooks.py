@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import uvicorn
 
+from etl.sandbox.server import UvicornThread
 from etl.sandbox.signing import TestAuthority
 
 if TYPE_CHECKING:
@@ -75,13 +76,7 @@ class CertificateServer:
             ssl_certfile=str(cert_file),
             ssl_keyfile=str(key_file),
         )
-        self._server: Any = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [self._socket]},
-            name=f"sandbox-certs-{self.port}",
-            daemon=True,
-        )
+        self._runner = UvicornThread(config, self._socket, f"sandbox-certs-{self.port}")
 
     def url(self, name: str = CERTIFICATE_NAME) -> str:
         return f"https://{self.host}/cert/{name}"
@@ -108,18 +103,10 @@ class CertificateServer:
         await send({"type": "http.response.body", "body": body})
 
     def start(self, timeout: float = 10.0) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"certificate server on {self.host} did not start")
-            time.sleep(0.01)
+        self._runner.start(f"certificate server on {self.host}", timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        self._socket.close()
+        self._runner.stop(timeout)
         self._dir.cleanup()
 
     def __enter__(self) -> CertificateServer:
