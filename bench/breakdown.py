@@ -191,6 +191,7 @@ _CATEGORIES = (
     ("h11/", "HTTP client (httpx)"),
     ("anyio/", "HTTP client (httpx)"),
     ("etl/client.py", "ReferralsClient"),
+    ("etl/throttle.py", "ReferralsClient"),
     ("etl/auth/", "ReferralsClient"),
     ("etl/ids.py", "ReferralsClient"),
     ("etl/flatten.py", "flatten"),

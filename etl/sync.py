@@ -43,13 +43,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
-from etl.client import ClientStats, ReferralsClient
+from etl.client import ReferralsClient
 from etl.config import Settings, SyncSettings
 from etl.db import connect_error, failure, require_head
 from etl.errors import DatabaseError, EtlError, InterruptedRunError, LockHeldError, first_line
 from etl.ids import TrackedId, in_shard
 from etl.results import FetchResult, Outcome
 from etl.stopping import StopRequest, StopRequested
+from etl.throttle import ClientStats
 from etl.writer import ProcessWriter, usable
 
 log = logging.getLogger(__name__)
