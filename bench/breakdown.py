@@ -198,6 +198,8 @@ _CATEGORIES = (
     ("sqlalchemy/", "database (SQLAlchemy + sqlite3)"),
     ("etl/models.py", "database (SQLAlchemy + sqlite3)"),
     ("etl/store.py", "database (SQLAlchemy + sqlite3)"),
+    ("etl/due.py", "database (SQLAlchemy + sqlite3)"),
+    ("etl/leases.py", "database (SQLAlchemy + sqlite3)"),
     ("alembic/", "run setup (schema check, lock, run row)"),
     ("etl/db.py", "run setup (schema check, lock, run row)"),
     ("etl/sync.py", "pipeline (queues, tasks, threads)"),

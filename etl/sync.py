@@ -42,7 +42,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import store
+from etl import due, leases, store
 from etl.client import ReferralsClient
 from etl.config import Settings, SyncSettings
 from etl.db import connect_error, failure, require_head
@@ -202,7 +202,7 @@ async def _due(
         )
     # Due as of the run's start: what the listing stored just now is not fetched again.
     last = ""
-    while page := await database.call(store.due_page, database.engine, now, last):
+    while page := await database.call(due.due_page, database.engine, now, last):
         last = page[-1][0]
         for tracked in in_shard((TrackedId(i, s) for i, s in page), shard):
             yield tracked
@@ -420,7 +420,7 @@ class Pipeline:
 
     async def _dispatch(self, chunk: list[TrackedId]) -> None:
         ids = [t.id for t in chunk]
-        etags = await self.database.call(store.stored_etags, self.database.engine, ids)
+        etags = await self.database.call(due.stored_etags, self.database.engine, ids)
         self.report.ids_total += len(chunk)
         for tracked in chunk:
             await self.work.put(_Work(tracked, etags.get(tracked.id)))
@@ -538,17 +538,19 @@ async def _run(
         exc.report = report
         raise
     locking = options.use_lock and not options.dry_run
-    owner = store.lock_owner()
+    owner = leases.lock_owner()
     lease = (options.lock_name, owner) if locking else None
     if locking:
         try:
             await database.call(
-                store.acquire_lock, engine, options.lock_name, owner, settings.sync.lock_lease
+                leases.acquire_lock, engine, options.lock_name, owner, settings.sync.lock_lease
             )
         except LockHeldError as exc:
             report.status = "skipped"
             held = "another run holds the lock"
-            await _quietly(database.call(store.start_run, engine, options.trigger, "skipped", held))
+            await _quietly(
+                database.call(leases.start_run, engine, options.trigger, "skipped", held)
+            )
             exc.report = report
             raise
         except ValueRefused as exc:
@@ -564,7 +566,7 @@ async def _run(
     try:
         if not options.dry_run:
             report.run_id = await database.call(
-                store.start_run, engine, options.trigger, lease=lease
+                leases.start_run, engine, options.trigger, lease=lease
             )
         client = ReferralsClient(
             settings.api, auth=options.auth, transport=options.transport, stop=options.stop
@@ -611,7 +613,7 @@ async def _run(
     if report.run_id is not None:
         await _quietly(
             database.call(
-                store.finish_run,
+                leases.finish_run,
                 engine,
                 report.run_id,
                 report.status,
@@ -620,7 +622,7 @@ async def _run(
             )
         )
     if lease is not None:
-        await _quietly(database.call(store.release_lock, engine, *lease))
+        await _quietly(database.call(leases.release_lock, engine, *lease))
     if raised is not None:
         if isinstance(raised, EtlError):
             raised.report = report
@@ -734,7 +736,7 @@ async def _heartbeat(
     while True:
         await asyncio.sleep(max(1.0, seconds / 3))
         try:
-            kept = await database.call(store.renew_lock, database.engine, *lease, seconds)
+            kept = await database.call(leases.renew_lock, database.engine, *lease, seconds)
         except (DatabaseError, ValueRefused) as exc:
             log.warning("could not renew the run's lease: %s", _first_line(exc))
             continue
