@@ -41,7 +41,7 @@ from etl.results import FetchResult, Outcome
 from etl.stopping import StopRequest
 
 if TYPE_CHECKING:
-    from etl.sync import Database
+    from etl.db_policy import Database
 
 log = logging.getLogger(__name__)
 

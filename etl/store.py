@@ -171,7 +171,7 @@ def write_batch(
 ) -> BatchCounts:
     """Store a batch of fetch results in one transaction; returns what happened to each kind.
 
-    Raises SQLAlchemy's errors as they are: the caller (``etl.sync``) decides what a lost
+    Raises SQLAlchemy's errors as they are: the caller (``etl.db_policy``) decides what a lost
     connection, a value the database refuses, or a broken schema means for the run.
     """
     with engine.connect() as conn, conn.begin() as transaction:

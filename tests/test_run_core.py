@@ -408,7 +408,7 @@ def test_a_deadlock_between_two_writers_is_retried_not_fatal(
     """
     import asyncio
 
-    from etl.sync import Database
+    from etl.db_policy import Database
 
     engine = make_engine(dialect, database_urls, tmp_path)
     runs = [start_run(engine, "cli"), start_run(engine, "cli")]

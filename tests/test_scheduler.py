@@ -29,9 +29,9 @@ from etl import db, due, leases, store
 from etl.auth import BearerAuth, StaticTokenProvider
 from etl.config import Settings
 from etl.errors import ConfigError, SchemaNotAtHeadError
+from etl.report import SyncReport
 from etl.sandbox import Sandbox, ServerThread
 from etl.scheduler import build_trigger, run_schedule
-from etl.sync import SyncReport
 
 ROOT = Path(__file__).resolve().parent.parent
 
