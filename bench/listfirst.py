@@ -30,8 +30,9 @@ from etl import db
 from etl.auth import BearerAuth, StaticTokenProvider
 from etl.config import Settings
 from etl.ids import TrackedId
+from etl.report import SyncReport
 from etl.sandbox import Sandbox, ServerThread
-from etl.sync import RunOptions, SyncReport, run_backfill, run_sync
+from etl.sync import RunOptions, run_backfill, run_sync
 
 TOKEN = "bench-listfirst"
 SEED = 20

@@ -11,7 +11,7 @@ The public names, by stage (see README "How it works"):
   ``etl.flatten.flatten_referral``
 - masking: ``etl.redact.mask`` (tokens, ``Authorization`` values, bearer/JWT shapes)
 - store: ``etl.store.write_batch``
-- runs: ``etl.sync.run_backfill``, ``etl.sync.run_sync``, ``etl.sync.SyncReport``,
+- runs: ``etl.sync.run_backfill``, ``etl.sync.run_sync``, ``etl.report.SyncReport``,
   ``etl.scheduler.run_schedule``
 - errors: ``etl.errors`` (each with its exit code)
 - the simulated API: ``etl.sandbox.Sandbox``

@@ -1,10 +1,9 @@
 """The Referrals API client: get one referral by id, page through the list, politely.
 
 One :class:`ReferralsClient` serves a whole run. All its requests share one
-:class:`Throttle`: an optional fixed cap (``api.max_requests_per_second``), a global pause when
-the API answers 429 (its ``Retry-After``, else exponential backoff with jitter), and an
-additive-increase / multiplicative-decrease limit on both the concurrency in use and the request
-rate, so a throttled run settles just under the server's limit instead of hammering it.
+:class:`~etl.throttle.Throttle` (:mod:`etl.throttle`): an optional fixed cap, a global pause when
+the API answers 429, and an additive-increase / multiplicative-decrease limit on the concurrency
+and the request rate, so a throttled run settles just under the server's limit.
 
 5xx answers, timeouts and connection errors are retried with exponential backoff and jitter up to
 ``api.max_attempts``; then that id fails for this run. When every request keeps failing
@@ -18,17 +17,13 @@ import logging
 import math
 import random
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
-from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from etl.config import ApiSettings
 from etl.errors import ApiUnavailableError, AuthError, BadDocumentError
@@ -37,143 +32,21 @@ from etl.ids import canonical_id
 from etl.redact import mask
 from etl.results import FetchResult, Outcome
 from etl.stopping import StopRequest, StopRequested
+from etl.throttle import ClientStats, Throttle, jittered_backoff
+from etl.transport import Sender, connections
 
-__all__ = ["ClientStats", "FetchResult", "Outcome", "ReferralsClient", "Throttle"]
+__all__ = ["FetchResult", "Outcome", "ReferralsClient"]
 
 log = logging.getLogger(__name__)
 
 _RETRYABLE = frozenset({500, 502, 503, 504})
 _MAX_THROTTLED = 30  # 429 answers one request may get before its id fails
-_BACKOFF_BASE = 0.5
-_BACKOFF_CAP = 30.0
 _HEADER_VALUE = re.compile(r"[\x21-\x7e][\x20-\x7e]{0,1023}")  # visible ASCII, no CR/LF
 _LISTING_DEPTH = 500  # a page may hold deep entries: discovery never recurses into them
-# Sent with every request (httpx's client sent the same, Accept-Encoding included: an answer
-# compressed by the server is decoded as it is read).
-_HEADERS = {
-    "Accept": "application/json",
-    "Accept-Encoding": "gzip, deflate",
-    "User-Agent": "partner-referrals-etl",
-}
-_CATCH_UP = 0.05  # seconds of pacing lag a late worker may make up
 ROLES_HINT = (
     "the signed-in user needs the Referrals Admin or Referrals User role in Partner Center "
     "(Account settings > User management)"
 )
-
-
-@dataclass(slots=True)
-class ClientStats:
-    """Counters for the run summary and metrics."""
-
-    requests: int = 0
-    throttled: int = 0
-    retries: int = 0
-    list_requests: int = 0  # to the list endpoint (pages, retries included)
-    get_requests: int = 0  # for one referral by id (retries included)
-    by_status: dict[int, int] = field(default_factory=dict)
-
-    def count(self, status: int, listing: bool = False) -> None:
-        self.requests += 1
-        if listing:
-            self.list_requests += 1
-        else:
-            self.get_requests += 1
-        self.by_status[status] = self.by_status.get(status, 0) + 1
-        if status == 429:
-            self.throttled += 1
-
-
-class Throttle:
-    """Shared pacing for every request of a run: a cap, 429 pauses, and AIMD limits."""
-
-    def __init__(
-        self,
-        concurrency: int,
-        max_rps: float,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        self.max_concurrency = concurrency
-        self.limit = float(concurrency)
-        self.in_flight = 0
-        self._cap = max_rps
-        self.rate: float = max_rps  # 0 = unlimited, until the server throttles us
-        self._next_slot = 0.0
-        self._paused_until = 0.0
-        self._changed = asyncio.Condition()
-        self._recent: list[float] = []  # completion times of recent successes
-        self._ceiling = 0.0  # the request rate at which the server last throttled us
-
-    async def acquire(self) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.in_flight < max(1, int(self.limit)))
-            self.in_flight += 1
-        while True:
-            now = self._clock()
-            wait = self._paused_until - now
-            if self.rate > 0:
-                # A worker that wakes late (the loop was busy) keeps up to 50 ms of the lost
-                # time, instead of restarting the schedule from now and losing it every slot.
-                slot = max(now - _CATCH_UP, self._next_slot)
-                wait = max(wait, slot - now)
-                if wait <= 0:
-                    self._next_slot = slot + 1.0 / self.rate
-            if wait <= 0:
-                return
-            try:
-                await self._sleep(wait)
-            except BaseException:
-                await self.release()  # a stop (or cancel) while paced gives the slot back
-                raise
-
-    async def release(self) -> None:
-        async with self._changed:
-            self.in_flight -= 1
-            self._changed.notify_all()
-
-    def succeeded(self) -> None:
-        now = self._clock()
-        self._recent.append(now)
-        if len(self._recent) > 512:
-            del self._recent[:256]
-        if self.limit < self.max_concurrency:
-            self.limit = min(self.max_concurrency, self.limit + 1.0 / self.limit)
-        if self.rate > 0 and (self._cap == 0 or self.rate < self._cap):
-            # Additive increase, per success: about 1% a second back towards the rate that was
-            # throttled, then ten times slower past 97% of it, so probing the limit (and the
-            # pause each 429 costs) comes rarely.
-            near = self._ceiling and self.rate >= 0.97 * self._ceiling
-            self.rate += 0.001 if near else 0.01
-            if self._cap:
-                self.rate = min(self.rate, self._cap)
-
-    def throttled(self, retry_after: float | None, attempt: int) -> float:
-        """Record a 429; returns how long every worker now pauses."""
-        now = self._clock()
-        pause = retry_after if retry_after is not None else _backoff(attempt)
-        if now + pause > self._paused_until:
-            self._paused_until = now + pause
-            self.limit = max(1.0, self.limit / 2)
-            observed = self._observed_rate(now)
-            base = min(self.rate, observed) if self.rate > 0 else observed
-            self._ceiling = base
-            self.rate = max(0.5, 0.9 * base) if base > 0 else 1.0
-        return pause
-
-    def _observed_rate(self, now: float) -> float:
-        window = [t for t in self._recent if now - t <= 2.0]
-        if len(window) < 2:
-            return 0.0
-        span = max(now - window[0], 0.25)
-        return len(window) / span
-
-
-def _backoff(attempt: int) -> float:
-    """Exponential backoff with full jitter, for the attempt that just failed (1-based)."""
-    return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1)))
 
 
 def _retry_after(response: httpx.Response, cap: float) -> float | None:
@@ -250,15 +123,12 @@ class ReferralsClient:
             settings.concurrency, settings.max_requests_per_second, sleep=self._sleep
         )
         self._consecutive_failures = 0
-        # httpx's interface driven directly: its Auth flow, its transports (MockTransport and the
-        # sandbox in the tests and the demo), its Request and Response. httpx.AsyncClient's own
-        # layer (base URL and header merging, a cookie jar read on every answer, redirects, event
-        # hooks) cost ~0.3 ms of CPU a request, as much as the transport under it, for features
-        # this API does not use. Under it, aiohttp's connections: httpx's own pool (httpcore +
-        # anyio) spent ~1.2 ms of CPU per request over sockets, aiohttp ~0.2 ms (bench/README.md).
-        self._auth = auth
-        self._transport = transport or _connections(self.base_url, settings.concurrency)
-        self._extensions = {"timeout": httpx.Timeout(settings.timeout_seconds).as_dict()}
+        # httpx's Auth and transports, without httpx's client (etl/transport.py says why).
+        self._sender = Sender(
+            transport or connections(self.base_url, settings.concurrency),
+            auth,
+            settings.timeout_seconds,
+        )
 
     async def __aenter__(self) -> ReferralsClient:
         return self
@@ -267,7 +137,7 @@ class ReferralsClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        await self._sender.aclose()
 
     async def fetch_referral(
         self, referral_id: str, etag: str | None = None, *, source: str = "manual"
@@ -407,7 +277,7 @@ class ReferralsClient:
                 if attempt >= self.settings.max_attempts:
                     raise _RetryableError(f"{exc} (gave up after {attempt} attempts)") from None
                 self.stats.retries += 1
-                await self._sleep(_backoff(attempt) if exc.wait is None else exc.wait)
+                await self._sleep(jittered_backoff(attempt) if exc.wait is None else exc.wait)
                 continue
             finally:
                 await self.throttle.release()
@@ -430,7 +300,7 @@ class ReferralsClient:
                     raise _RetryableError(f"{message} (gave up after {attempt} attempts)")
                 self.stats.retries += 1
                 wait = _retry_after(response, self.settings.max_retry_after_seconds)
-                await self._sleep(_backoff(attempt) if wait is None else wait)
+                await self._sleep(jittered_backoff(attempt) if wait is None else wait)
                 continue
             if status == 403:
                 raise AuthError(f"the API refused access (403): {ROLES_HINT}")
@@ -467,10 +337,7 @@ class ReferralsClient:
         self, url: str, headers: dict[str, str], params: list[tuple[str, Any]] | None, cap: int
     ) -> tuple[httpx.Response, bytes, bool]:
         """Send one request and read its body (at most ``cap`` bytes of it)."""
-        request = httpx.Request(
-            "GET", url, params=params, headers={**_HEADERS, **headers}, extensions=self._extensions
-        )
-        response = await self._dispatch(request)
+        response = await self._sender.get(url, headers, params)
         try:
             length = response.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > cap:
@@ -486,34 +353,6 @@ class ReferralsClient:
             await response.aclose()
         return response, b"".join(chunks), False
 
-    async def _dispatch(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` through the auth flow (a 401 may make it send again with a fresh
-        token) and the transport; the answer's body is left to stream."""
-        if self._auth is None:
-            return await self._roundtrip(request)
-        flow = self._auth.async_auth_flow(request)
-        try:
-            request = await flow.__anext__()
-            while True:
-                response = await self._roundtrip(request)
-                try:
-                    if self._auth.requires_response_body:
-                        await response.aread()
-                    request = await flow.asend(response)
-                except StopAsyncIteration:
-                    return response
-                except BaseException:
-                    await response.aclose()
-                    raise
-                await response.aclose()  # the flow sends again: this answer is done with
-        finally:
-            await flow.aclose()
-
-    async def _roundtrip(self, request: httpx.Request) -> httpx.Response:
-        response = await self._transport.handle_async_request(request)
-        response.request = request
-        return response
-
     async def _sleep(self, seconds: float) -> None:
         if self._stop is None:
             await asyncio.sleep(seconds)
@@ -528,19 +367,6 @@ class ReferralsClient:
                 f"the API at {self.base_url} failed {self._consecutive_failures} requests in a "
                 "row; stopping this run (check the API's health and network, then rerun)"
             )
-
-
-def _connections(base_url: str, concurrency: int) -> httpx.AsyncBaseTransport:
-    """aiohttp's connections to the API, kept alive, at most ``concurrency`` of them, through
-    the proxy the environment names for its scheme (``HTTPS_PROXY``, ``ALL_PROXY``, and
-    ``NO_PROXY``), as httpx's client would."""
-    where = urlsplit(base_url)
-    proxies = getproxies()
-    proxy = proxies.get(where.scheme) or proxies.get("all")
-    if proxy and proxy_bypass(where.hostname or ""):
-        proxy = None
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    return AiohttpTransport(limits=limits, proxy=httpx.Proxy(proxy) if proxy else None)
 
 
 _random_bits = random.Random().getrandbits

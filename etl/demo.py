@@ -22,8 +22,9 @@ from etl.auth import BearerAuth, StaticTokenProvider
 from etl.config import Settings
 from etl.ids import TrackedId
 from etl.models import TABLES
+from etl.report import SyncReport
 from etl.sandbox import Sandbox
-from etl.sync import RunOptions, SyncReport, run_backfill
+from etl.sync import RunOptions, run_backfill
 
 Echo = Callable[[str], None]
 DEFAULT_DATABASE = "sqlite:///referrals-demo.db"

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from etl import store
+from etl import due
 from etl.client import ListQueryRefusedError, ReferralsClient
 from etl.config import Settings
 from etl.errors import BadDocumentError, InvalidIdError
@@ -41,7 +41,7 @@ from etl.results import FetchResult, Outcome
 from etl.stopping import StopRequest
 
 if TYPE_CHECKING:
-    from etl.sync import Database
+    from etl.db_policy import Database
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +124,10 @@ async def discover(
     ``store_page``; make untrusted documents due; move the mark when the listing ends cleanly."""
     sync = settings.sync
     engine = database.engine
-    mark = await database.call(store.read_cursor, engine, CURSOR)
+    mark = await database.call(due.read_cursor, engine, CURSOR)
     done = Listing()
     if sync.listing_covers_all and sync.full_listing_every > 0:
-        last_full = await database.call(store.read_cursor, engine, FULL_CURSOR)
+        last_full = await database.call(due.read_cursor, engine, FULL_CURSOR)
         done.full = last_full is None or now - last_full >= timedelta(
             seconds=sync.full_listing_every
         )
@@ -160,11 +160,11 @@ async def discover(
     done.filtered = use_filter
     if finished and not dry_run:
         if newest is not None and newest != mark:
-            await database.call(store.write_cursor, engine, CURSOR, newest)
+            await database.call(due.write_cursor, engine, CURSOR, newest)
         if done.full:
             # Whatever the whole listing did not show is checked by id (404: deleted).
-            done.unseen = await database.call(store.make_unseen_due, engine, now, now)
-            await database.call(store.write_cursor, engine, FULL_CURSOR, now)
+            done.unseen = await database.call(due.make_unseen_due, engine, now, now)
+            await database.call(due.write_cursor, engine, FULL_CURSOR, now)
     log.info(
         "discovery read %d page(s)%s: %d referrals stored from the listing, %d to fetch by id",
         done.pages,
@@ -231,7 +231,7 @@ async def _read(
                 done.listed += len(outcomes)
             if untrusted:
                 done.untrusted += len(untrusted)
-                await database.call(store.track_ids, database.engine, list(untrusted.items()), now)
+                await database.call(due.track_ids, database.engine, list(untrusted.items()), now)
             if passed:
                 break
             if stop is not None and stop.is_set():

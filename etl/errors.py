@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from etl.sync import SyncReport
+    from etl.report import SyncReport
 
 
 class EtlError(Exception):

@@ -50,7 +50,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from etl.config import redact_url
 
 if TYPE_CHECKING:
-    from etl.sync import SyncReport
+    from etl.report import SyncReport
 
 log = logging.getLogger(__name__)
 

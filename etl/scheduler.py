@@ -42,8 +42,9 @@ from etl.errors import (
     SchemaNotAtHeadError,
     first_line,
 )
+from etl.report import SyncReport
 from etl.stopping import on_stop_signals
-from etl.sync import RunOptions, SyncReport, run_sync
+from etl.sync import RunOptions, run_sync
 
 log = logging.getLogger(__name__)
 

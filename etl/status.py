@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import store
+from etl.due import count_due
 from etl.redact import mask
 
 
@@ -42,7 +43,7 @@ def render_status(engine: Engine, runs: int = 10, failing: int = 10) -> str:
             .order_by(state.c.consecutive_failures.desc(), state.c.referral_id)
             .limit(failing)
         ).all()
-    due = store.count_due(engine, now)
+    due = count_due(engine, now)
 
     lines.append(f"tracked ids: {tracked}  stored referrals: {stored}  deleted upstream: {deleted}")
     lines.append(f"due now: {due}  failing: {failing_count}")

@@ -5,15 +5,13 @@ upserted, child rows replaced, a new history version for each changed referral, 
 (`sync_state`) updated for every id, so a run killed at any instant leaves every referral either
 wholly old or wholly new, never half-written. Unchanged referrals (304, or the same eTag / content
 hash) touch only bookkeeping columns. Everything is Core ``executemany``: no per-row ORM objects.
+What is due next and discovery's cursors are in :mod:`etl.due`; the run lock and the run rows in
+:mod:`etl.leases`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import random
-import secrets
-import socket
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,20 +22,15 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from etl.config import SyncSettings
-from etl.errors import LockHeldError
 from etl.flatten import FlatReferral, flatten_referral, history_values
 from etl.models import CHILD_TABLES, TABLES
 from etl.redact import mask
 from etl.results import FetchResult, Outcome
 
-log = logging.getLogger(__name__)
-
 referrals = TABLES["referrals"]
 history = TABLES["referral_history"]
 sync_state = TABLES["sync_state"]
 sync_runs = TABLES["sync_runs"]
-sync_locks = TABLES["sync_locks"]
-sync_cursors = TABLES["sync_cursors"]
 
 _CLOSED = "closed"
 _IN_CHUNK = 500  # ids per IN (...) list
@@ -73,12 +66,13 @@ class _Known:
     failures: int = 0
 
 
-def _chunks(values: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
+def chunks(values: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
+    """``values`` in slices of at most ``size``, one ``IN (...)`` list each."""
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
 
-def _upsert(
+def upsert(
     conn: Connection, table: sa.Table, rows: list[dict[str, Any]], keep: Iterable[str]
 ) -> None:
     """Insert rows, updating every column except the key and ``keep`` on conflict."""
@@ -128,7 +122,7 @@ def _insert_plain(conn: Connection, table: sa.Table, rows: list[dict[str, Any]])
 
 def _known(conn: Connection, ids: Sequence[str]) -> dict[str, _Known]:
     known: dict[str, _Known] = {i: _Known() for i in ids}
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         for row in conn.execute(
             sa.select(
                 sync_state.c.referral_id,
@@ -177,7 +171,7 @@ def write_batch(
 ) -> BatchCounts:
     """Store a batch of fetch results in one transaction; returns what happened to each kind.
 
-    Raises SQLAlchemy's errors as they are: the caller (``etl.sync``) decides what a lost
+    Raises SQLAlchemy's errors as they are: the caller (``etl.db_policy``) decides what a lost
     connection, a value the database refuses, or a broken schema means for the run.
     """
     with engine.connect() as conn, conn.begin() as transaction:
@@ -298,14 +292,14 @@ def _write(conn: Connection, results: Sequence[FetchResult], settings: SyncSetti
             new_etags,
         )
     if checked:
-        for chunk in _chunks(checked):
+        for chunk in chunks(checked):
             conn.execute(
                 sa.update(referrals)
                 .where(referrals.c.id.in_(chunk))
                 .values(last_checked_at=now, deleted_at=None)
             )
     if gone:
-        for chunk in _chunks(gone):
+        for chunk in chunks(gone):
             conn.execute(
                 sa.update(referrals)
                 .where(referrals.c.id.in_(chunk), referrals.c.deleted_at.is_(None))
@@ -318,8 +312,8 @@ def _write(conn: Connection, results: Sequence[FetchResult], settings: SyncSetti
         for s in ledger
         if s["last_success_at"] is None
     ]
-    _upsert(conn, sync_state, succeeded, keep=("source", "added_at"))
-    _upsert(conn, sync_state, failed, keep=("source", "added_at"))
+    upsert(conn, sync_state, succeeded, keep=("source", "added_at"))
+    upsert(conn, sync_state, failed, keep=("source", "added_at"))
     return counts
 
 
@@ -341,18 +335,18 @@ def _store_changed(
         row = dict(flat.referral)
         row.update(first_seen_at=now, last_changed_at=now, last_checked_at=now, deleted_at=None)
         parents.append(row)
-    _upsert(conn, referrals, parents, keep=("first_seen_at",))
+    upsert(conn, referrals, parents, keep=("first_seen_at",))
     replaced = [i for i in ids if i not in created]
     for table_name in CHILD_TABLES:
         table = TABLES[table_name]
-        for chunk in _chunks(replaced):
+        for chunk in chunks(replaced):
             conn.execute(sa.delete(table).where(table.c.referral_id.in_(chunk)))
     children = [flat.children() for flat in changed]
     for table_name in CHILD_TABLES:
         rows = [row for child in children for row in child[table_name]]
         if rows:
             _insert_plain(conn, TABLES[table_name], rows)
-    for chunk in _chunks(replaced):
+    for chunk in chunks(replaced):
         conn.execute(
             sa.update(history)
             .where(history.c.referral_id.in_(chunk), history.c.valid_to.is_(None))
@@ -364,269 +358,3 @@ def _store_changed(
         version.update(valid_from=now, valid_to=None, origin=origins.get(flat.id, "get"))
         versions.append(version)
     conn.execute(sa.insert(history), versions)
-
-
-def stored_etags(engine: Engine, ids: Sequence[str]) -> dict[str, str | None]:
-    """The eTag to send as If-None-Match for each id that has a stored referral."""
-    found: dict[str, str | None] = {}
-    with engine.connect() as conn:
-        for chunk in _chunks(ids):
-            rows = conn.execute(
-                sa.select(sync_state.c.referral_id, sync_state.c.etag)
-                .join(referrals, referrals.c.id == sync_state.c.referral_id)
-                .where(sync_state.c.referral_id.in_(chunk))
-            )
-            found.update({row.referral_id: row.etag for row in rows})
-    return found
-
-
-def _is_due(now: datetime) -> sa.ColumnElement[bool]:
-    """A tracked id is due at ``now``: its next attempt is not later, or was never set."""
-    return sa.or_(sync_state.c.next_attempt_at <= now, sync_state.c.next_attempt_at.is_(None))
-
-
-def due_page(
-    engine: Engine, now: datetime, after: str = "", size: int = 1000
-) -> list[tuple[str, str]]:
-    """One page of (id, source) of the tracked ids due at ``now``, ids after ``after``."""
-    due = _is_due(now)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(sync_state.c.referral_id, sync_state.c.source)
-            .where(due, sync_state.c.referral_id > after)
-            .order_by(sync_state.c.referral_id)
-            .limit(size)
-        ).all()
-    return [(r.referral_id, r.source) for r in rows]
-
-
-def due_pages(engine: Engine, now: datetime, page: int = 1000) -> Iterator[list[tuple[str, str]]]:
-    """Pages of (id, source) of every tracked id due at ``now`` (keyset by id: flat memory)."""
-    last = ""
-    while rows := due_page(engine, now, last, page):
-        yield rows
-        last = rows[-1][0]
-
-
-def make_unseen_due(engine: Engine, since: datetime, due: datetime) -> int:
-    """Make due every id last confirmed before ``since`` (a full listing that began then did not
-    show it: deleted, or outside the listing); ids still failing keep their backoff, and ids
-    already known deleted their ``refresh_not_found_after``."""
-    with engine.begin() as conn:
-        return int(
-            conn.execute(
-                sa.update(sync_state)
-                .where(
-                    sync_state.c.last_success_at < since,
-                    sync_state.c.next_attempt_at > due,
-                    sync_state.c.consecutive_failures == 0,
-                    # Known deleted: looked at again after refresh_not_found_after instead.
-                    sa.or_(
-                        sync_state.c.last_status_code.is_(None),
-                        sync_state.c.last_status_code != 404,
-                    ),
-                )
-                .values(next_attempt_at=due)
-            ).rowcount
-        )
-
-
-def count_due(engine: Engine, now: datetime) -> int:
-    with engine.connect() as conn:
-        due = _is_due(now)
-        return int(conn.execute(sa.select(sa.func.count()).where(due)).scalar_one())
-
-
-def track_ids(engine: Engine, ids: Sequence[tuple[str, str]], due: datetime) -> int:
-    """Start tracking ids (id, source) not tracked yet, and make the tracked ones due."""
-    if not ids:
-        return 0
-    now = utcnow()
-    with engine.begin() as conn:
-        existing: set[str] = set()
-        values = [i for i, _ in ids]
-        for chunk in _chunks(values):
-            existing.update(
-                conn.execute(
-                    sa.select(sync_state.c.referral_id).where(sync_state.c.referral_id.in_(chunk))
-                ).scalars()
-            )
-        new = [
-            {
-                "referral_id": i,
-                "source": s,
-                "added_at": now,
-                "next_attempt_at": due,
-                "consecutive_failures": 0,
-            }
-            for i, s in dict(ids).items()
-            if i not in existing
-        ]
-        if new:
-            conn.execute(sa.insert(sync_state), new)
-        for chunk in _chunks([i for i in values if i in existing]):
-            conn.execute(
-                sa.update(sync_state)
-                .where(sync_state.c.referral_id.in_(chunk))
-                .values(next_attempt_at=due)
-            )
-    return len(new)
-
-
-# Runs ---------------------------------------------------------------------------------------
-
-RUN_COUNTERS = (
-    "ids_total",
-    "fetched",
-    "unchanged",
-    "created",
-    "updated",
-    "not_found",
-    "failed",
-    "requests",
-    "throttled",
-    "list_requests",
-    "get_requests",
-)
-
-
-def start_run(
-    engine: Engine,
-    trigger: str,
-    status: str = "running",
-    message: str | None = None,
-    *,
-    lease: tuple[str, str] | None = None,
-) -> int:
-    """Record a run; ``lease`` (name, owner) is the lease it holds, so that a takeover of that
-    lease fails this run and no other."""
-    now = utcnow()
-    with engine.begin() as conn:
-        values: dict[str, Any] = dict.fromkeys(RUN_COUNTERS, 0)
-        values.update(started_at=now, trigger=trigger, status=status, message=message)
-        if lease is not None:
-            values.update(lease_name=lease[0], lease_owner=lease[1])
-        if status != "running":
-            values["finished_at"] = now
-        result = conn.execute(sa.insert(sync_runs).values(**values))
-        key = result.inserted_primary_key
-        assert key is not None
-        return int(key[0])
-
-
-def finish_run(
-    engine: Engine, run_id: int, status: str, totals: dict[str, int], message: str | None
-) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            sa.update(sync_runs)
-            .where(sync_runs.c.id == run_id)
-            .values(finished_at=utcnow(), status=status, message=(message or None), **totals)
-        )
-
-
-# Lock ---------------------------------------------------------------------------------------
-
-
-def lock_owner() -> str:
-    """This run's name as a lease owner: host, process and a random tag (two runs of one
-    process, such as `schedule`'s, are two owners)."""
-    return f"{socket.gethostname()[:200]}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def acquire_lock(engine: Engine, name: str, owner: str, lease_seconds: float) -> None:
-    """Take the lease ``name`` or raise :class:`LockHeldError`; an expired lease is taken over."""
-    now = utcnow()
-    expires = now + timedelta(seconds=lease_seconds)
-    row = {"name": name, "owner": owner, "acquired_at": now, "expires_at": expires}
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.insert(sync_locks).values(**row))
-            return
-    except sa.exc.IntegrityError:
-        pass
-    with engine.begin() as conn:
-        expired = conn.execute(
-            sa.select(sync_locks.c.owner).where(
-                sync_locks.c.name == name, sync_locks.c.expires_at < now
-            )
-        ).first()
-        taken = 0
-        if expired is not None:
-            taken = conn.execute(
-                sa.update(sync_locks)
-                .where(
-                    sync_locks.c.name == name,
-                    sync_locks.c.owner == expired.owner,
-                    sync_locks.c.expires_at < now,
-                )
-                .values(owner=owner, acquired_at=now, expires_at=expires)
-            ).rowcount
-        if taken == 1:
-            assert expired is not None
-            log.warning(
-                "took over the %s lock from %s, whose lease had expired", name, expired.owner
-            )
-            # Only the runs that held this lease died with it: other shards' runs live on.
-            # Runs recorded before runs named their lease (lease_name NULL) cannot tell, and
-            # are failed as before (a live one still records its own end when it finishes).
-            held = sa.and_(sync_runs.c.lease_name == name, sync_runs.c.lease_owner == expired.owner)
-            conn.execute(
-                sa.update(sync_runs)
-                .where(
-                    sync_runs.c.status == "running",
-                    sa.or_(held, sync_runs.c.lease_name.is_(None)),
-                    sync_runs.c.started_at < now,
-                )
-                .values(
-                    status="failed",
-                    finished_at=now,
-                    message=f"the run's process died (its {name} lease expired)",
-                )
-            )
-            return
-        holder = conn.execute(
-            sa.select(sync_locks.c.owner, sync_locks.c.expires_at).where(sync_locks.c.name == name)
-        ).first()
-    who = f"{holder.owner}, lease until {holder.expires_at:%Y-%m-%d %H:%M:%S}Z" if holder else "?"
-    raise LockHeldError(f"another run holds the {name} lock ({who}); nothing was done")
-
-
-def renew_lock(engine: Engine, name: str, owner: str, lease_seconds: float) -> bool:
-    """Extend our lease; False when it is no longer ours."""
-    with engine.begin() as conn:
-        return (
-            conn.execute(
-                sa.update(sync_locks)
-                .where(sync_locks.c.name == name, sync_locks.c.owner == owner)
-                .values(expires_at=utcnow() + timedelta(seconds=lease_seconds))
-            ).rowcount
-            == 1
-        )
-
-
-def release_lock(engine: Engine, name: str, owner: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            sa.delete(sync_locks).where(sync_locks.c.name == name, sync_locks.c.owner == owner)
-        )
-
-
-# Cursors ------------------------------------------------------------------------------------
-
-
-def read_cursor(engine: Engine, name: str) -> datetime | None:
-    with engine.connect() as conn:
-        return conn.execute(
-            sa.select(sync_cursors.c.position).where(sync_cursors.c.name == name)
-        ).scalar_one_or_none()
-
-
-def write_cursor(engine: Engine, name: str, position: datetime) -> None:
-    with engine.begin() as conn:
-        _upsert(
-            conn,
-            sync_cursors,
-            [{"name": name, "position": position, "updated_at": utcnow()}],
-            keep=(),
-        )

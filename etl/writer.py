@@ -7,7 +7,7 @@ child process both run at once. :class:`ProcessWriter` is one worker process
 (``concurrent.futures.ProcessPoolExecutor``, started with ``spawn``): batches of fetch results
 go in, :class:`~etl.store.BatchCounts` come out, and the child's own engine (made from the same
 URL) writes them. SQLAlchemy's errors come back as they were raised, so the run's one database
-policy (``etl.sync.Database``) judges them exactly as it judges the thread's; a child that dies
+policy (``etl.db_policy.Database``) judges them exactly as it judges the thread's; a child that dies
 ends the run with :class:`~etl.errors.DatabaseError` (exit 5), never a hang.
 """
 

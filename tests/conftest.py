@@ -23,8 +23,9 @@ from etl.auth import BearerAuth, StaticTokenProvider
 from etl.config import Settings
 from etl.ids import TrackedId
 from etl.models import TABLES
+from etl.report import SyncReport
 from etl.sandbox import Sandbox
-from etl.sync import RunOptions, SyncReport, run_backfill, run_sync
+from etl.sync import RunOptions, run_backfill, run_sync
 
 POSTGRES_URL = os.environ.get(
     "REFERRALS_ETL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -38,10 +38,11 @@ from etl.auth.retry import Retry
 from etl.config import Secret, Settings
 from etl.errors import AuthError, ConfigError, IdentityProviderUnavailableError
 from etl.ids import TrackedId
+from etl.report import SyncReport
 from etl.sandbox import Sandbox, ServerThread
 from etl.scheduler import run_schedule
 from etl.stopping import StopRequest, StopRequested
-from etl.sync import RunOptions, SyncReport, run_backfill
+from etl.sync import RunOptions, run_backfill
 
 BASE_URL = "http://sandbox.local/v1.0"
 NOISY = ("etl", "httpx", "httpcore", "msal", "apscheduler", "alembic", "uvicorn", "urllib3")

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from conftest import backfill, rows_of, settings_for, sync
 from sqlalchemy.engine import Engine
 
-from etl import store
+from etl import due, store
 from etl.ids import read_ids
 from etl.sandbox import Sandbox
 
@@ -78,7 +78,7 @@ def test_the_refresh_wait_follows_the_referral_state(sqlite_engine: Engine) -> N
         else:
             assert wait == timedelta(hours=1)
     # Nothing is due now; once the open ones are due, sync fetches exactly those.
-    assert store.count_due(sqlite_engine, store.utcnow()) == 0
+    assert due.count_due(sqlite_engine, store.utcnow()) == 0
     later = store.utcnow() + timedelta(hours=2)
     open_ids = {i for i, s in status.items() if s != "Closed"}
     with sqlite_engine.begin() as conn:

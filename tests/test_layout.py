@@ -165,21 +165,6 @@ def test_each_auth_module_is_a_few_hundred_lines_at_most(path: Path) -> None:
     assert _lines(path) <= 300
 
 
-# Over the limit today and waiting for their split (the house tidy-up): reported as XFAIL
-# (XPASS once they are back under it), never silently skipped.
-_OWNED_ELSEWHERE = {"etl/client.py", "etl/store.py", "etl/sync.py"}
-
-
-def _budget_case(path: Path) -> object:
-    name = str(path.relative_to(ROOT))
-    marks = (
-        [pytest.mark.xfail(reason=f"{name} is over the limit until it is split", strict=False)]
-        if name in _OWNED_ELSEWHERE
-        else []
-    )
-    return pytest.param(path, id=name, marks=marks)
-
-
 # Migration revisions are frozen history (never edited after release, and meant to carry their
 # own SQL), so the reading budget does not apply to them.
 _BUDGETED = [
@@ -187,7 +172,7 @@ _BUDGETED = [
 ]
 
 
-@pytest.mark.parametrize("path", [_budget_case(p) for p in _BUDGETED])
+@pytest.mark.parametrize("path", _BUDGETED, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_module_in_etl_exceeds_500_lines(path: Path) -> None:
     """Every etl/ module at most 500 lines; one case per module, so every offender shows."""
     assert _lines(path) <= MAX_LINES

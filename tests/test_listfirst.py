@@ -16,8 +16,9 @@ from conftest import options_for, rows_of, settings_for, sync
 from sqlalchemy.engine import Engine
 
 from etl.errors import ApiUnavailableError
+from etl.report import SyncReport
 from etl.sandbox import Sandbox, ServerThread
-from etl.sync import SyncReport, run_sync
+from etl.sync import run_sync
 
 
 def _lists(box: Sandbox) -> list[dict[str, str]]:

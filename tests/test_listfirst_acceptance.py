@@ -22,8 +22,9 @@ from sqlalchemy.engine import Engine
 from etl.auth import BearerAuth, StaticTokenProvider
 from etl.ids import TrackedId
 from etl.models import CHILD_TABLES, TABLES
+from etl.report import SyncReport
 from etl.sandbox import Sandbox, ServerThread
-from etl.sync import RunOptions, SyncReport, run_backfill, run_sync
+from etl.sync import RunOptions, run_backfill, run_sync
 
 COUNT = 2000
 TOKEN = "acceptance-token"

@@ -22,8 +22,8 @@ from sqlalchemy.engine import Engine
 
 from etl import cli
 from etl.metrics import LAST_SUCCESS, build_registry, push_metrics, write_metrics
+from etl.report import SyncReport
 from etl.sandbox import Sandbox, ServerThread
-from etl.sync import SyncReport
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 OUTCOMES = ("created", "updated", "unchanged", "not_found", "failed")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from etl.metrics import build_registry
-from etl.sync import SyncReport
+from etl.report import SyncReport
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = ROOT / "deploy" / "prometheus"

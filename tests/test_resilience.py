@@ -29,7 +29,7 @@ from conftest import (
 from oracle import expected_rows, normalise
 from sqlalchemy.engine import Engine
 
-from etl import db, store
+from etl import db, leases, store
 from etl.errors import ApiUnavailableError, DatabaseError, LockHeldError
 from etl.ids import TrackedId
 from etl.models import CHILD_TABLES
@@ -163,20 +163,20 @@ def test_no_request_ever_leaves_the_referral_path(sqlite_engine: Engine, tmp_pat
 
 def test_a_held_lock_is_refused_to_another_owner(sqlite_engine: Engine) -> None:
     """While one owner holds the sync lease, another cannot take it."""
-    store.acquire_lock(sqlite_engine, "sync", "host:1", 60)
+    leases.acquire_lock(sqlite_engine, "sync", "host:1", 60)
     with pytest.raises(LockHeldError, match="another run holds the sync lock"):
-        store.acquire_lock(sqlite_engine, "sync", "host:2", 60)
+        leases.acquire_lock(sqlite_engine, "sync", "host:2", 60)
 
 
 def test_an_expired_lease_is_taken_over(sqlite_engine: Engine) -> None:
     """A dead run's expired lease goes to the next owner, and the dead run is marked failed."""
-    store.acquire_lock(sqlite_engine, "sync", "host:1", 60)
-    run_id = store.start_run(sqlite_engine, "cli")  # a run whose process then dies
+    leases.acquire_lock(sqlite_engine, "sync", "host:1", 60)
+    run_id = leases.start_run(sqlite_engine, "cli")  # a run whose process then dies
     with sqlite_engine.begin() as conn:
         conn.execute(
-            sa.update(store.sync_locks).values(expires_at=store.utcnow() - timedelta(seconds=1))
+            sa.update(leases.sync_locks).values(expires_at=store.utcnow() - timedelta(seconds=1))
         )
-    store.acquire_lock(sqlite_engine, "sync", "host:3", 60)
+    leases.acquire_lock(sqlite_engine, "sync", "host:3", 60)
     [lock] = rows_of(sqlite_engine, "sync_locks")
     assert lock["owner"] == "host:3"
     [run] = [r for r in rows_of(sqlite_engine, "sync_runs") if r["id"] == run_id]
@@ -288,7 +288,9 @@ def test_a_rerun_after_sigkills_equals_an_uninterrupted_run(
         assert stored == customers
         with killed.begin() as conn:  # the dead run's lease expires (as time would have it)
             conn.execute(
-                sa.update(store.sync_locks).values(expires_at=store.utcnow() - timedelta(seconds=1))
+                sa.update(leases.sync_locks).values(
+                    expires_at=store.utcnow() - timedelta(seconds=1)
+                )
             )
     result = subprocess.run(
         [sys.executable, "-m", "etl", "backfill", str(ids_file)],

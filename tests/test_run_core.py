@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 
 from etl import store
 from etl.errors import DatabaseError
+from etl.leases import acquire_lock, start_run, sync_locks
 from etl.sandbox import Sandbox, ServerThread
 
 MISSING = "referral_targets"  # a child table: every new referral writes to it
@@ -87,15 +88,15 @@ def test_a_takeover_fails_only_the_dead_owners_runs(sqlite_engine: Engine) -> No
     }
     runs = {}
     for who, (name, owner) in leases.items():
-        store.acquire_lock(sqlite_engine, name, owner, 60)
-        runs[who] = store.start_run(sqlite_engine, "backfill", lease=(name, owner))
+        acquire_lock(sqlite_engine, name, owner, 60)
+        runs[who] = start_run(sqlite_engine, "backfill", lease=(name, owner))
     with sqlite_engine.begin() as conn:  # the dead shard's lease runs out
         conn.execute(
-            sa.update(store.sync_locks)
-            .where(store.sync_locks.c.name == "backfill-0-of-2")
+            sa.update(sync_locks)
+            .where(sync_locks.c.name == "backfill-0-of-2")
             .values(expires_at=store.utcnow() - timedelta(seconds=1))
         )
-    store.acquire_lock(sqlite_engine, "backfill-0-of-2", "host-c:33:z", 60)
+    acquire_lock(sqlite_engine, "backfill-0-of-2", "host-c:33:z", 60)
     status = {r["id"]: r for r in rows_of(sqlite_engine, "sync_runs")}
     assert status[runs["dead"]]["status"] == "failed"
     assert "lease" in status[runs["dead"]]["message"]
@@ -376,7 +377,7 @@ def test_a_run_whose_lease_is_taken_over_exits_75(sqlite_engine: Engine) -> None
     thread.start()
     assert answered.wait(30)
     with sqlite_engine.begin() as conn:  # another run takes the lease over
-        conn.execute(sa.update(store.sync_locks).values(owner="thief:1:x"))
+        conn.execute(sa.update(sync_locks).values(owner="thief:1:x"))
     thread.join(60)  # a deadline against a hang, not a measured duration
     assert not thread.is_alive()
     error = outcome.get("error")
@@ -407,10 +408,10 @@ def test_a_deadlock_between_two_writers_is_retried_not_fatal(
     """
     import asyncio
 
-    from etl.sync import Database
+    from etl.db_policy import Database
 
     engine = make_engine(dialect, database_urls, tmp_path)
-    runs = [store.start_run(engine, "cli"), store.start_run(engine, "cli")]
+    runs = [start_run(engine, "cli"), start_run(engine, "cli")]
     barrier = threading.Barrier(2, timeout=30)
     first_try = {"a": True, "b": True}
 

@@ -25,13 +25,13 @@ from conftest import TOKEN, make_engine, rows_of, settings_for
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import Engine
 
-from etl import db, store
+from etl import db, due, leases, store
 from etl.auth import BearerAuth, StaticTokenProvider
 from etl.config import Settings
 from etl.errors import ConfigError, SchemaNotAtHeadError
+from etl.report import SyncReport
 from etl.sandbox import Sandbox, ServerThread
 from etl.scheduler import build_trigger, run_schedule
-from etl.sync import SyncReport
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,7 +162,7 @@ def test_stop_lets_the_run_in_progress_finish_in_flight_work(sqlite_engine: Engi
     box = Sandbox(count=40, seed=4)
     box.faults.latency_seconds = 0.2  # 40 ids two at a time: ~4 s for the whole run
     # Fetched by id (a listing would store all 40 in one request): tracked, discovery off.
-    store.track_ids(sqlite_engine, [(i, "file") for i in box.ids], due=store.utcnow())
+    due.track_ids(sqlite_engine, [(i, "file") for i in box.ids], due=store.utcnow())
     settings = _schedule_settings(sqlite_engine, interval=0.2, batch_size=2, discover=False)
     settings = settings.replace(api={"concurrency": 2})
     with scheduled(settings, box) as running:
@@ -190,11 +190,11 @@ def test_a_failed_run_does_not_stop_the_schedule(
     The next trigger runs again and succeeds once the lock is free.
     """
     caplog.set_level(logging.INFO, logger="etl")
-    store.acquire_lock(sqlite_engine, "sync", "elsewhere:1", 60)
+    leases.acquire_lock(sqlite_engine, "sync", "elsewhere:1", 60)
     box = Sandbox(count=3, seed=5)
     with scheduled(_schedule_settings(sqlite_engine, interval=0.2), box) as running:
         _wait_for("two skipped runs", lambda: len(_finished(sqlite_engine, "skipped")) >= 2)
-        store.release_lock(sqlite_engine, "sync", "elsewhere:1")
+        leases.release_lock(sqlite_engine, "sync", "elsewhere:1")
         _wait_for("a run after the lock", lambda: bool(_finished(sqlite_engine, "succeeded")))
     assert running.code == 0
     failures = [r for r in caplog.records if r.getMessage().startswith("scheduled sync failed")]

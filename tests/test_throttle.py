@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from etl.client import Throttle
+from etl.throttle import Throttle
 
 
 class Clock:

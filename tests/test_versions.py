@@ -16,7 +16,8 @@ from etl.auth import BearerAuth, StaticTokenProvider
 from etl.flatten import content_hash
 from etl.ids import TrackedId
 from etl.models import TABLES
-from etl.sync import RunOptions, SyncReport, run_backfill
+from etl.report import SyncReport
+from etl.sync import RunOptions, run_backfill
 
 SEED = json.loads((Path(__file__).parent / "data" / "seed_referral.json").read_text("utf-8"))
 LISTED = {k: v for k, v in SEED.items() if k != "eTag" and not k.startswith("@odata.")}

@@ -24,7 +24,7 @@ from webhook_harness import (
     webhook_settings,
 )
 
-from etl import store
+from etl import due, leases
 from etl.sandbox import Sandbox
 from etl.sandbox.signing import TestAuthority, issue, make_ca
 from etl.sandbox.webhooks import CertificateServer, WebhookSender, signed_headers
@@ -277,7 +277,7 @@ def test_worker_holds_its_own_lease_beside_a_scheduled_sync(
 ) -> None:
     """The webhook worker runs under its own lease while a scheduled sync holds "sync"."""
     box = Sandbox(count=5, seed=7)
-    store.acquire_lock(sqlite_engine, "sync", "a long scheduled sync", 3600)
+    leases.acquire_lock(sqlite_engine, "sync", "a long scheduled sync", 3600)
     rid = box.ids[0]
     body = event_body(rid)
     settings = webhook_settings(sqlite_engine, ca_file, certs.host)
@@ -346,7 +346,7 @@ def test_an_event_is_recorded_once(engine: Engine) -> None:
     first = parse_event(event_body("a1", when="2026-12-02T00:59:59.1234567Z"))
     again = parse_event(event_body("a1", when="2026-12-02T00:59:59.1234567Z"))
     later = parse_event(event_body("a1", when="2026-12-02T01:00:00Z"))
-    store.track_ids(engine, [("b2", "file")], now + timedelta(days=1))
+    due.track_ids(engine, [("b2", "file")], now + timedelta(days=1))
     other = parse_event(event_body("b2", name="referral-created"))
     assert ledger.record_event(engine, first, now) is True
     assert ledger.record_event(engine, again, now + timedelta(seconds=1)) is False

@@ -18,7 +18,8 @@ from etl.ids import BadLine, TrackedId, in_shard, parse_shard, read_ids
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from etl.sync import RunOptions, SyncReport
+    from etl.report import SyncReport
+    from etl.sync import RunOptions
 
 log = logging.getLogger("etl.cli")
 

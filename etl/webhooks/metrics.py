@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
-    from etl.sync import SyncReport
+    from etl.report import SyncReport
 
 PREFIX = "referrals_etl_webhook_"
 
