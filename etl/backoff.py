@@ -11,8 +11,8 @@ CAP = 30.0  # no pause is longer than this
 def full_jitter(attempt: int, rng: random.Random | None = None) -> float:
     """The pause after failed attempt ``attempt`` (1-based): uniform in 0..min(CAP, BASE*2^(n-1)).
 
-    The identity-provider retries use it; the Referrals API client's ``jittered_backoff``
-    (:mod:`etl.throttle`) is the same rule (same base and cap).
+    The Referrals API client's retries and 429 pauses without a Retry-After use it, and so do
+    the identity provider's retries.
     """
     ceiling = min(CAP, BASE * 2 ** (attempt - 1))
     return (rng or random).uniform(0, ceiling)

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 import aiohttp
 import httpx
 
+from etl.backoff import full_jitter
 from etl.config import ApiSettings
 from etl.errors import ApiUnavailableError, AuthError, BadDocumentError
 from etl.flatten import decode_document
@@ -32,7 +33,7 @@ from etl.ids import canonical_id
 from etl.redact import mask
 from etl.results import FetchResult, Outcome
 from etl.stopping import StopRequest, StopRequested
-from etl.throttle import ClientStats, Throttle, jittered_backoff
+from etl.throttle import ClientStats, Throttle
 from etl.transport import Sender, connections
 
 __all__ = ["FetchResult", "Outcome", "ReferralsClient"]
@@ -277,7 +278,7 @@ class ReferralsClient:
                 if attempt >= self.settings.max_attempts:
                     raise _RetryableError(f"{exc} (gave up after {attempt} attempts)") from None
                 self.stats.retries += 1
-                await self._sleep(jittered_backoff(attempt) if exc.wait is None else exc.wait)
+                await self._sleep(full_jitter(attempt) if exc.wait is None else exc.wait)
                 continue
             finally:
                 await self.throttle.release()
@@ -300,7 +301,7 @@ class ReferralsClient:
                     raise _RetryableError(f"{message} (gave up after {attempt} attempts)")
                 self.stats.retries += 1
                 wait = _retry_after(response, self.settings.max_retry_after_seconds)
-                await self._sleep(jittered_backoff(attempt) if wait is None else wait)
+                await self._sleep(full_jitter(attempt) if wait is None else wait)
                 continue
             if status == 403:
                 raise AuthError(f"the API refused access (403): {ROLES_HINT}")

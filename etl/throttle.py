@@ -10,13 +10,12 @@ server's limit instead of hammering it. :class:`ClientStats` counts what the cli
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-_BACKOFF_BASE = 0.5
-_BACKOFF_CAP = 30.0
+from etl.backoff import full_jitter
+
 _CATCH_UP = 0.05  # seconds of pacing lag a late worker may make up
 
 
@@ -111,7 +110,7 @@ class Throttle:
     def throttled(self, retry_after: float | None, attempt: int) -> float:
         """Record a 429; returns how long every worker now pauses."""
         now = self._clock()
-        pause = retry_after if retry_after is not None else jittered_backoff(attempt)
+        pause = retry_after if retry_after is not None else full_jitter(attempt)
         if now + pause > self._paused_until:
             self._paused_until = now + pause
             self.limit = max(1.0, self.limit / 2)
@@ -127,8 +126,3 @@ class Throttle:
             return 0.0
         span = max(now - window[0], 0.25)
         return len(window) / span
-
-
-def jittered_backoff(attempt: int) -> float:
-    """Exponential backoff with full jitter, for the attempt that just failed (1-based)."""
-    return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1)))
