@@ -21,6 +21,7 @@ from etl.flatten import (
     flatten_referral,
     history_values,
     parse_time,
+    too_deep,
 )
 
 scalars = st.one_of(
@@ -523,6 +524,24 @@ def test_the_content_hash_is_that_of_the_document_without_an_etag() -> None:
     assert content_hash(document) == flatten_referral(document).content_hash
 
 
+def test_the_content_hash_leaves_out_the_etag() -> None:
+    """A GET by id carries an eTag where a list page does not: the same version either way."""
+    assert content_hash({"id": "r", "name": "x"}) == content_hash(
+        {"id": "r", "name": "x", "eTag": '"1"'}
+    )
+
+
+@pytest.mark.parametrize("key", ["@odata.context", "@odata.etag", "@odata.type"])
+def test_the_content_hash_leaves_out_odata_fields(key: str) -> None:
+    assert content_hash({"id": "r"}) == content_hash({"id": "r", key: "x"})
+
+
+@pytest.mark.parametrize("key", ["etag", "ETAG", "odata.context", "@ODATA.context"])
+def test_the_content_hash_keeps_fields_only_named_like_transport_fields(key: str) -> None:
+    """Only ``eTag`` and ``@odata.*`` exactly are transport fields; keys are case-sensitive."""
+    assert content_hash({"id": "r"}) != content_hash({"id": "r", key: "x"})
+
+
 def test_the_content_hash_is_pinned_canonical_sorted_compact_utf8_json() -> None:
     """sha256 of '{"a":"é","b":[1,null]}': a stored hash must never change between releases."""
     expected = "3d92f6368f93f3cb36a4e7a721098054dfbfd705e31fa50409f2d99e0727a08c"
@@ -811,6 +830,20 @@ def test_objects_and_arrays_nested_31_deep_are_read() -> None:
 def test_objects_and_arrays_nested_32_deep_are_refused() -> None:
     with pytest.raises(BadDocumentError, match=r"^the body is nested more than 31 levels deep$"):
         decode_document(_nested(32))
+
+
+def test_a_value_nested_31_deep_is_not_too_deep() -> None:
+    assert too_deep(decode_document(_nested(31))[0]) is False
+
+
+def test_a_value_nested_32_deep_is_too_deep() -> None:
+    """As a listed document inside a page read whole is checked (etl.discovery)."""
+    assert too_deep([decode_document(_nested(31))[0]]) is True
+
+
+@pytest.mark.parametrize(("max_depth", "expected"), [(1, True), (2, False)])
+def test_too_deep_counts_against_the_depth_it_is_given(max_depth: int, expected: bool) -> None:
+    assert expected is too_deep([[1]], max_depth)
 
 
 def test_31_levels_beside_more_brackets_are_read() -> None:
