@@ -94,7 +94,12 @@ def content_hash(document: dict[str, Any]) -> str:
     canonical = json.dumps(
         content, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )  # pragma: no mutate: None is as false as False
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    return hashlib.sha256(
+        canonical.encode(
+            "utf-8",  # pragma: no mutate: codec names ignore case
+            "surrogatepass",
+        )
+    ).hexdigest()
 
 
 def decode_document(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[Any, str | None]:

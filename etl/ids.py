@@ -180,7 +180,7 @@ class _Reader:
         while True:
             chunk = self.read(_CHUNK)
             if not chunk:
-                return ""
+                return ""  # pragma: no mutate: any text but "[" or "{" reads id lines, here none
             stripped = chunk.lstrip(_BLANK)
             skipped = chunk[: len(chunk) - len(stripped)]
             self.lines_skipped += skipped.count("\n")  # line numbers stay those of the file
@@ -398,9 +398,7 @@ class _ArrayScanner:
                     self.array_open = False  # pragma: no mutate: None is as false as False
                 else:
                     self.on_error(BadLine(self.name, self.line, "a stray } between events"))
-            elif self.depth:  # a comma inside an element
-                self._add(char)
-            elif self.in_element:
+            elif self.in_element:  # a comma between elements (inside one, runs take commas)
                 self._finish()
         return ""
 

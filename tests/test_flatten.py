@@ -21,6 +21,7 @@ from etl.flatten import (
     flatten_referral,
     history_values,
     parse_time,
+    too_deep,
 )
 
 scalars = st.one_of(
@@ -60,9 +61,13 @@ member = st.fixed_dictionaries(
         ),
     },
 )
-many = lambda item: st.one_of(
-    st.none(), item, st.lists(st.one_of(item, st.none(), scalars), max_size=4)
-)
+
+
+def many(item: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """None, one ``item``, or a list of items mixed with nulls and scalars."""
+    return st.one_of(st.none(), item, st.lists(st.one_of(item, st.none(), scalars), max_size=4))
+
+
 item = st.fixed_dictionaries({}, optional={"id": odd, "name": odd, "type": odd})
 requirements = st.one_of(
     odd,
@@ -235,13 +240,21 @@ def test_odd_shapes() -> None:
     assert [(r["target_type"], r["target_id"]) for r in flat.targets] == [("SolutionProfile", "t1")]
 
 
-def test_timestamps_with_0_6_7_fractional_digits() -> None:
-    assert parse_time("2018-10-30T21:03:42.4579542Z").microsecond == 457954
-    assert parse_time("2020-10-30T21:03:00Z").isoformat() == "2020-10-30T21:03:00+00:00"
-    assert parse_time("2020-10-30T23:03:00.000000+02:00").isoformat() == "2020-10-30T21:03:00+00:00"
-    assert parse_time("yesterday") is None
-    assert parse_time(17) is None
-    assert parse_time("") is None
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2018-10-30T21:03:42.4579542Z", datetime(2018, 10, 30, 21, 3, 42, 457954, tzinfo=UTC)),
+        ("2020-10-30T21:03:00Z", datetime(2020, 10, 30, 21, 3, tzinfo=UTC)),
+        ("2020-10-30T23:03:00.000000+02:00", datetime(2020, 10, 30, 21, 3, tzinfo=UTC)),
+    ],
+)
+def test_timestamps_with_0_6_7_fractional_digits_are_read(text: str, expected: datetime) -> None:
+    assert expected == parse_time(text)
+
+
+@pytest.mark.parametrize("value", ["yesterday", 17, ""])
+def test_a_timestamp_that_is_not_iso_text_is_null(value: Any) -> None:
+    assert parse_time(value) is None
 
 
 @pytest.mark.parametrize(
@@ -509,6 +522,24 @@ def test_the_content_hash_is_computed_when_an_etag_comes_too() -> None:
 def test_the_content_hash_is_that_of_the_document_without_an_etag() -> None:
     document = {"id": "r", "name": "x"}
     assert content_hash(document) == flatten_referral(document).content_hash
+
+
+def test_the_content_hash_leaves_out_the_etag() -> None:
+    """A GET by id carries an eTag where a list page does not: the same version either way."""
+    assert content_hash({"id": "r", "name": "x"}) == content_hash(
+        {"id": "r", "name": "x", "eTag": '"1"'}
+    )
+
+
+@pytest.mark.parametrize("key", ["@odata.context", "@odata.etag", "@odata.type"])
+def test_the_content_hash_leaves_out_odata_fields(key: str) -> None:
+    assert content_hash({"id": "r"}) == content_hash({"id": "r", key: "x"})
+
+
+@pytest.mark.parametrize("key", ["etag", "ETAG", "odata.context", "@ODATA.context"])
+def test_the_content_hash_keeps_fields_only_named_like_transport_fields(key: str) -> None:
+    """Only ``eTag`` and ``@odata.*`` exactly are transport fields; keys are case-sensitive."""
+    assert content_hash({"id": "r"}) != content_hash({"id": "r", key: "x"})
 
 
 def test_the_content_hash_is_pinned_canonical_sorted_compact_utf8_json() -> None:
@@ -799,6 +830,20 @@ def test_objects_and_arrays_nested_31_deep_are_read() -> None:
 def test_objects_and_arrays_nested_32_deep_are_refused() -> None:
     with pytest.raises(BadDocumentError, match=r"^the body is nested more than 31 levels deep$"):
         decode_document(_nested(32))
+
+
+def test_a_value_nested_31_deep_is_not_too_deep() -> None:
+    assert too_deep(decode_document(_nested(31))[0]) is False
+
+
+def test_a_value_nested_32_deep_is_too_deep() -> None:
+    """As a listed document inside a page read whole is checked (etl.discovery)."""
+    assert too_deep([decode_document(_nested(31))[0]]) is True
+
+
+@pytest.mark.parametrize(("max_depth", "expected"), [(1, True), (2, False)])
+def test_too_deep_counts_against_the_depth_it_is_given(max_depth: int, expected: bool) -> None:
+    assert expected is too_deep([[1]], max_depth)
 
 
 def test_31_levels_beside_more_brackets_are_read() -> None:

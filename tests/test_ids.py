@@ -926,6 +926,25 @@ class _EndsOnce(io.StringIO):
         return line
 
 
+class _Recording(io.StringIO):
+    """A stream that records the size of every read asked of it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.sizes: list[int | None] = []
+
+    def read(self, size: int | None = -1) -> str:
+        self.sizes.append(size)
+        return super().read(size)
+
+
+def test_a_stream_is_read_in_pieces_of_64_kib_never_whole() -> None:
+    """Memory stays bounded whatever the file's size (the `slow` 200 MB test measures it)."""
+    stream = _Recording("[" + ",".join([_event("a1")] * 5_000) + "]")  # about 250 KB
+    list(read_ids_from(stream, "events.json", lambda b: None))
+    assert {65_536} == set(stream.sizes)
+
+
 def test_reading_stops_at_the_end_after_an_over_long_last_line() -> None:
     from etl.ids import MAX_LINE_CHARS
 
