@@ -484,7 +484,7 @@ def test_the_sandbox_command_sends_signed_callbacks(sqlite_engine: Engine, tmp_p
             wait_until(lambda: set(changed) <= set(stored_etags(sqlite_engine)))
     finally:
         proc.terminate()
-        proc.wait(30)
+        proc.communicate(timeout=30)  # reads the rest of its output and closes the pipe
     assert {e["referral_id"] for e in rows_of(sqlite_engine, "webhook_events")} == set(changed)
 
 
