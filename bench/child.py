@@ -15,6 +15,7 @@ import resource
 import sys
 import time
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +30,7 @@ from etl.sync import RunOptions, run_backfill
 
 
 def _rss_kb() -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
+    with Path("/proc/self/status").open(encoding="ascii") as status:
         for line in status:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])

@@ -158,7 +158,7 @@ class WriteCounter:
         self._lock = threading.Lock()
         sa.event.listen(engine, "after_cursor_execute", self._after)
 
-    def _after(self, conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+    def _after(self, _conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
         match = _STATEMENT.match(statement)
         if match is None:
             return

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -83,15 +84,16 @@ def _start_serve(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     def pump() -> None:
         assert proc.stderr is not None
         log = os.environ.get("BENCH_WEBHOOK_LOG")
-        sink = open(log, "a") if log else None  # noqa: SIM115
-        for line in proc.stderr:
-            if sink is not None:
-                sink.write(line)
-                sink.flush()
-            match = _LISTENING.search(line)
-            if match and not found:
-                found.append(match.group(1))
-                ready.set()
+        with contextlib.ExitStack() as closing:
+            sink = closing.enter_context(Path(log).open("a", encoding="utf-8")) if log else None
+            for line in proc.stderr:
+                if sink is not None:
+                    sink.write(line)
+                    sink.flush()
+                match = _LISTENING.search(line)
+                if match and not found:
+                    found.append(match.group(1))
+                    ready.set()
 
     threading.Thread(target=pump, daemon=True).start()
     if not ready.wait(60):

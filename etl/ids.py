@@ -91,15 +91,33 @@ def in_shard(ids: Iterable[TrackedId], shard: tuple[int, int] | None) -> Iterato
             yield tracked
 
 
-def read_ids(path: str, on_error: OnError, stdin: IO[str] | None = None) -> Iterator[TrackedId]:
+class IdSource(Iterator[TrackedId]):
+    """The ids :func:`read_ids` reads; :meth:`close` closes its file, whether read or not."""
+
+    def __init__(self, ids: Iterator[TrackedId], handle: IO[str] | None = None) -> None:
+        self._ids = ids
+        self._handle = handle
+
+    def __next__(self) -> TrackedId:
+        return next(self._ids)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def read_ids(path: str, on_error: OnError, stdin: IO[str] | None = None) -> IdSource:
     """Ids from a file (``-`` = stdin): plain id lines, or webhook events (JSON lines or array).
 
     The file is opened at once (a missing file or a closed stdin raises :class:`ConfigError`
-    here, before any run starts) and read lazily. A UTF-8 byte-order mark is accepted; bytes
-    that are not UTF-8 make their line invalid.
+    here, before any run starts) and read lazily; it closes when its last id is read, or on
+    ``close()`` (a run that ends before reading it all). A UTF-8 byte-order mark is accepted;
+    bytes that are not UTF-8 make their line invalid.
     """
     if path == "-":
-        return read_ids_from(stdin if stdin is not None else _stdin(), "<stdin>", on_error)
+        return IdSource(
+            read_ids_from(stdin if stdin is not None else _stdin(), "<stdin>", on_error)
+        )
     try:
         handle = Path(path).open(  # noqa: SIM115
             encoding="utf-8",  # pragma: no mutate: codec names ignore case
@@ -107,7 +125,7 @@ def read_ids(path: str, on_error: OnError, stdin: IO[str] | None = None) -> Iter
         )
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read id file ({exc.strerror})") from None
-    return _closing(handle, read_ids_from(handle, path, on_error))
+    return IdSource(_closing(handle, read_ids_from(handle, path, on_error)), handle)
 
 
 def _closing(handle: IO[str], ids: Iterator[TrackedId]) -> Iterator[TrackedId]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 MISSING = object()
@@ -93,9 +93,11 @@ def expected_value(column: str, value: Any) -> Any:
     if column == "deal_value":
         if isinstance(value, bool):
             return None
+        # InvalidOperation: not a number, or too many digits for the scale; ValueError: an int
+        # past Python's digit limit for str().
         try:
             return Decimal(str(value)).quantize(Decimal("0.0001"))
-        except Exception:
+        except (InvalidOperation, ValueError):
             return None
     if column.startswith(("consent_", "disable_")):
         if isinstance(value, bool):
@@ -176,13 +178,15 @@ def expected_rows(doc: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 def normalise(row: dict[str, Any]) -> dict[str, Any]:
     """Database values in comparable form (Decimal scale, UTC datetimes, bools)."""
-    out = {}
-    for key, value in row.items():
-        if isinstance(value, Decimal):
-            value = value.quantize(Decimal("0.0001"))
-        elif isinstance(value, float) and key == "deal_value":
-            value = Decimal(repr(value)).quantize(Decimal("0.0001"))
-        elif isinstance(value, datetime):
-            value = value.astimezone(UTC)
-        out[key] = value
-    return out
+    return {key: _comparable(key, value) for key, value in row.items()}
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """One database value in the form :func:`normalise` compares."""
+    if isinstance(value, Decimal):
+        return value.quantize(Decimal("0.0001"))
+    if isinstance(value, float) and key == "deal_value":
+        return Decimal(repr(value)).quantize(Decimal("0.0001"))
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return value

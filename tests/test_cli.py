@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -59,6 +60,25 @@ def test_backfill_refuses_a_schema_not_at_head(
     assert run_cli(["db", "upgrade"]) == 0
     assert run_cli(["db", "current"]) == 0
     assert "(at head)" in capsys.readouterr().out
+
+
+def _open_files() -> set[Path]:
+    """The files this process holds open (Linux: /proc/self/fd)."""
+    paths = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # the directory's own descriptor is gone by now
+            paths.add(fd.readlink())
+    return paths
+
+
+def test_a_backfill_that_ends_before_reading_its_id_file_closes_it(
+    env: str, tmp_path: Path
+) -> None:
+    """The run refused (schema not at head) never reads the file; the CLI still closes it."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("abc\n")
+    assert run_cli(["backfill", str(ids)]) == 5
+    assert ids not in _open_files()
 
 
 def test_a_backfill_with_bad_inputs_exits_1(
@@ -184,14 +204,15 @@ def test_progress_bar_only_on_a_terminal(
 
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 120 columns
-    process = subprocess.Popen(
+    with subprocess.Popen(  # closes its stdout pipe
         [sys.executable, "-m", "etl", "backfill", str(ids)],
         stdout=subprocess.PIPE,
         stderr=terminal,
         env=os.environ.copy(),
-    )
-    os.close(terminal)
-    assert process.wait(timeout=60) == 0
+    ) as process:
+        os.close(terminal)
+        process.wait(timeout=60)
+    assert process.returncode == 0
     shown = b""
     while True:
         try:

@@ -74,7 +74,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> tuple[Pa
     # Honest: before the wheel is installed, the new environment cannot import the project
     # (the dependencies' directory holds only the test environment's inert editable hook).
     before = _run([str(python), "-c", "import etl"], base, env)
-    assert before.returncode != 0 and "No module named 'etl'" in before.stderr, before
+    assert before.returncode != 0, before
+    assert "No module named 'etl'" in before.stderr, before
     deps_ok = _run([str(python), "-c", "import sqlalchemy, alembic, httpx, click"], base, env)
     assert deps_ok.returncode == 0, deps_ok.stderr
 

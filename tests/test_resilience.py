@@ -271,16 +271,16 @@ def test_a_rerun_after_sigkills_equals_an_uninterrupted_run(
     url = killed.url.render_as_string(hide_password=False)
     env = _env(url, base_url)
     for moment in (300, 900, 1500):
-        process = _start(["backfill", str(ids_file)], env)
-        deadline = time.monotonic() + 60
-        while (
-            _referral_count(killed) < moment
-            and process.poll() is None
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.01)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
+        with _start(["backfill", str(ids_file)], env) as process:  # closes its pipes
+            deadline = time.monotonic() + 60
+            while (
+                _referral_count(killed) < moment
+                and process.poll() is None
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.01)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
         assert process.returncode == -signal.SIGKILL
         # Every stored referral is whole at the instant of the kill.
         stored = {r["id"] for r in rows_of(killed, "referrals")}
@@ -315,14 +315,15 @@ def test_two_runs_at_once_one_exits_75(
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("\n".join(box.ids[:400]) + "\n")
     env = _env(sqlite_engine.url.render_as_string(hide_password=False), base_url)
-    first, second = (
-        _start(["backfill", str(ids_file)], env),
-        _start(["backfill", str(ids_file)], env),
-    )
-    codes = sorted([first.wait(timeout=120), second.wait(timeout=120)])
+    with (
+        _start(["backfill", str(ids_file)], env) as first,
+        _start(["backfill", str(ids_file)], env) as second,
+    ):
+        codes = sorted([first.wait(timeout=120), second.wait(timeout=120)])
+        loser = first if first.returncode == 75 else second
+        _out, loser_err = loser.communicate()
     assert codes == [0, 75]
-    loser = first if first.returncode == 75 else second
-    assert "another run holds the sync lock" in loser.stderr.read()  # type: ignore[union-attr]
+    assert "another run holds the sync lock" in loser_err
     runs = sorted(r["status"] for r in rows_of(sqlite_engine, "sync_runs"))
     assert runs == ["skipped", "succeeded"]
 
@@ -336,15 +337,16 @@ def test_a_stop_signal_commits_in_flight_work_before_exiting(
     box.faults.latency_seconds = 0.05
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("\n".join(box.ids) + "\n")
-    process = _start(
+    with _start(
         ["backfill", str(ids_file)],
         _env(sqlite_engine.url.render_as_string(hide_password=False), base_url),
-    )
-    deadline = time.monotonic() + 30
-    while _referral_count(sqlite_engine) < 100 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(sig)
-    assert process.wait(timeout=30) == code
+    ) as process:
+        deadline = time.monotonic() + 30
+        while _referral_count(sqlite_engine) < 100 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(sig)
+        process.wait(timeout=30)
+    assert process.returncode == code
     [run] = rows_of(sqlite_engine, "sync_runs")
     assert run["status"] == "interrupted"
     stored = count_rows(sqlite_engine)["referrals"]
@@ -407,3 +409,4 @@ def test_postgres_connection_killed_mid_run(database_urls: dict[str, Any], tmp_p
     assert all(n == 1 for n in versions.values())
     assert set(stored) == set(versions)
     killer_engine.dispose()
+    engine.dispose()  # its pooled PostgreSQL connections, not left for the garbage collector

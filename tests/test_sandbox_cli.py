@@ -140,7 +140,7 @@ def test_every_control_route_the_app_answers_is_listed() -> None:
 
     from etl.sandbox import app
 
-    source = inspect.getsource(app.SandboxApp._control) + inspect.getsource(app.SandboxApp._mutate)
+    source = inspect.getsource(app.SandboxApp)  # its routing methods are its own business
     routed = set(re.findall(r'"(/_sandbox/[a-z_/]+)"', source))
     listed = {path.split("?")[0] for _, path, _ in CONTROL_ENDPOINTS}
     assert routed

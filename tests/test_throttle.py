@@ -86,8 +86,16 @@ def test_the_rate_climbs_ten_times_slower_past_97_percent_of_the_throttled_rate(
     assert start == pytest.approx(0.9 * ceiling, rel=0.02)
     _succeed(throttle, clock, 100, every=0.011)
     assert throttle.rate == pytest.approx(start + 100 * 0.01)  # 0.01 per success below 97%
-    while throttle.rate < 0.97 * throttle._ceiling:
+    slowed_at = None
+    for _ in range(1000):
+        before = throttle.rate
         _succeed(throttle, clock, 1, every=0.011)
+        if throttle.rate - before < 0.005:
+            slowed_at = before
+            break
+    # The throttled rate is the one the 429 saw, start / 0.9; the step slows within one step
+    # (0.01) past 97% of it.
+    assert slowed_at == pytest.approx(0.97 * start / 0.9, abs=0.01)
     near = throttle.rate
     _succeed(throttle, clock, 100, every=0.011)
     assert throttle.rate == pytest.approx(near + 100 * 0.001)  # ten times slower past 97%

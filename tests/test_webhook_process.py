@@ -44,7 +44,8 @@ def serve_process(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], 
         for line in proc.stderr:
             lines.put(line)
 
-    threading.Thread(target=pump, daemon=True).start()
+    pumping = threading.Thread(target=pump, daemon=True)
+    pumping.start()
     url = None
     seen: list[str] = []
     try:
@@ -62,6 +63,9 @@ def serve_process(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], 
         if proc.poll() is None:
             proc.kill()
         proc.wait(30)
+        pumping.join(30)  # the pipe's end: the process (and any child of it) is gone
+        assert proc.stderr is not None
+        proc.stderr.close()
 
 
 @pytest.mark.slow

@@ -198,6 +198,7 @@ def served_fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRegistrationApi
     )
     yield fake
     server.shutdown()
+    server.server_close()
     thread.join(10)
 
 

@@ -239,36 +239,27 @@ def test_a_burst_of_300_callbacks_from_16_senders_is_stored_whole(
     with receiver(settings, box) as url:
         target = url + "/webhooks/partner-center"
 
-        async def burst() -> list[tuple[int, float]]:
+        async def burst() -> list[int]:
             queue: asyncio.Queue[bytes] = asyncio.Queue()
             for body in bodies:
                 queue.put_nowait(body)
-            results: list[tuple[int, float]] = []
+            statuses: list[int] = []
 
             async def sender() -> None:
                 async with httpx.AsyncClient(timeout=60) as client:
                     while not queue.empty():
                         body = queue.get_nowait()
-                        started = time.perf_counter()
                         answer = await client.post(
                             target, content=body, headers=signed(authority, certs, body)
                         )
-                        results.append((answer.status_code, time.perf_counter() - started))
+                        statuses.append(answer.status_code)
 
             await asyncio.gather(*(sender() for _ in range(16)))
-            return results
+            return statuses
 
-        results = asyncio.run(burst())
-        acked = time.perf_counter()
-        assert [s for s, _ in results] == [200] * 300
+        # The latencies are bench/webhooks.py's to measure; this test only counts.
+        assert asyncio.run(burst()) == [200] * 300
         wait_until(lambda: len(stored_etags(sql_engine)) == 300, timeout=120)
-        stored_after = time.perf_counter() - acked
-    latencies = sorted(t for _, t in results)
-    # Reported, never asserted (bench/webhooks.py measures it on its own).
-    print(
-        f"\n300 callbacks / 16 senders ({sql_engine.dialect.name}): ack p50 "
-        f"{latencies[149]:.3f}s p99 {latencies[296]:.3f}s; all stored {stored_after:.1f}s after"
-    )
     assert count_rows(sql_engine)["webhook_events"] == 300
 
 
@@ -493,7 +484,7 @@ def test_the_sandbox_command_sends_signed_callbacks(sqlite_engine: Engine, tmp_p
             wait_until(lambda: set(changed) <= set(stored_etags(sqlite_engine)))
     finally:
         proc.terminate()
-        proc.wait(30)
+        proc.communicate(timeout=30)  # reads the rest of its output and closes the pipe
     assert {e["referral_id"] for e in rows_of(sqlite_engine, "webhook_events")} == set(changed)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -81,19 +82,21 @@ def backfill(
         bad.append(line)
         log.warning("skipped %s", line, extra={"event": "bad_id_line"})
 
-    ids: Iterator[TrackedId] = in_shard(read_ids(file, on_error), shard_spec)
+    source = read_ids(file, on_error)
+    ids: Iterator[TrackedId] = in_shard(source, shard_spec)
     options = RunOptions(trigger="backfill", dry_run=dry_run, limit=limit)
     if shard_spec is not None:
         options.lock_name = f"backfill-{shard_spec[0]}-of-{shard_spec[1]}"
-    report = _execute(
-        settings,
-        options,
-        lambda engine, o: run_backfill(settings, engine, ids, o),
-        metrics_file,
-        pushgateway,
-        "backfill",
-        shard_spec,
-    )
+    with contextlib.closing(source):  # also a run that ends before it reads the file (no auth)
+        report = _execute(
+            settings,
+            options,
+            lambda engine, o: run_backfill(settings, engine, ids, o),
+            metrics_file,
+            pushgateway,
+            "backfill",
+            shard_spec,
+        )
     report.bad_lines = len(bad)
     if bad:
         log.warning("%d line(s) of %s were not valid ids and were skipped", len(bad), file)

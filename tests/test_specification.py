@@ -1,0 +1,129 @@
+"""The tests read as a specification (issue 16): each states one behaviour, none asserts twice.
+
+Every test has a docstring or a name that states one behaviour: a name joining two with
+``_and_`` or ``_then_`` needs a docstring to say what the test is about. Compound asserts
+(``assert a and b``) are ruff's PT018, enforced over tests/ by pyproject.toml (checked here so
+that an ignore cannot switch it off unnoticed).
+"""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_FILES = sorted((ROOT / "tests").glob("test_*.py"))
+JOINERS = ("_and_", "_then_")
+MIN_WORDS = 3  # after "test_": "test_retries" names a topic, not a behaviour
+# Tests named before this check, in files another branch (mutation testing) is rewriting: each
+# gets its docstring there. The list only shrinks; a new test without one fails.
+PENDING = {
+    "test_flatten.py": {
+        "test_any_document_flattens_and_children_carry_the_parent_id",
+        "test_empty_strings_become_null_and_the_payload_keeps_them",
+        "test_odd_shapes",
+        "test_a_null_in_an_array_is_skipped_and_positions_stay_dense",
+        "test_a_lone_surrogate_in_nested_arrays_and_objects_is_replaced",
+        "test_objects_and_arrays_nested_31_deep_are_read",
+        "test_objects_and_arrays_nested_32_deep_are_refused",
+    },
+    "test_ids.py": {
+        "test_id_lines_with_comments_quotes_and_bad_lines",
+        "test_webhook_events_as_json_lines_and_array",
+        "test_stdin_and_missing_file",
+        "test_shards_are_disjoint_and_complete",
+        "test_a_malformed_event_in_an_array_fails_alone_and_the_next_are_read",
+        "test_an_over_long_id_line_is_rejected_and_the_next_lines_read",
+        "test_an_event_with_a_huge_field_keeps_its_id_and_a_cut_uri_never_becomes_an_id",
+        "test_deeply_nested_and_over_large_events_fail_alone",
+        "test_one_to_64_letters_digits_dashes_and_underscores_starting_alphanumeric_is_an_id",
+        "test_a_rejected_id_over_80_characters_is_shown_cut_to_77_and_an_ellipsis",
+        "test_a_comment_after_an_id_and_a_space_is_skipped",
+        "test_a_bad_line_is_shown_as_source_line_and_reason",
+        "test_webhook_event_lines_with_blank_and_broken_lines_give_the_good_ids",
+        "test_a_webhook_event_line_over_the_limit_is_rejected_and_the_next_read",
+        "test_brackets_and_commas_inside_strings_are_text",
+        "test_nested_objects_and_arrays_in_an_event_are_kept",
+        "test_an_empty_event_array_has_no_ids_and_no_errors",
+        "test_a_uri_over_8192_characters_is_cut_and_never_becomes_an_id",
+        "test_an_array_event_one_over_the_limit_is_rejected_and_the_next_read",
+        "test_a_uri_cut_short_shows_its_last_segment_and_the_cut_mark",
+        "test_a_webhook_event_with_an_invalid_id_is_reported_with_the_files_name_and_line",
+    },
+}
+
+
+def _tests(tree: ast.Module) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
+    """The module's test functions and the test methods of its Test* classes."""
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+            yield from (
+                n
+                for n in node.body
+                if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+                and n.name.startswith("test")
+            )
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith(
+            "test"
+        ):
+            yield node
+
+
+def _states_one_behaviour(name: str) -> bool:
+    words = name.removeprefix("test").strip("_")
+    padded = f"_{words}_"
+    return len(words.split("_")) >= MIN_WORDS and not any(j in padded for j in JOINERS)
+
+
+def unstated(source: str) -> list[str]:
+    """The tests in ``source`` with neither a docstring nor a name stating one behaviour."""
+    tree = ast.parse(source)
+    return [
+        f"{node.name} (line {node.lineno})"
+        for node in _tests(tree)
+        if not ast.get_docstring(node) and not _states_one_behaviour(node.name)
+    ]
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
+def test_every_test_has_a_docstring_or_a_name_stating_one_behaviour(path: Path) -> None:
+    """A test without a docstring is named for one behaviour, in at least three words."""
+    pending = PENDING.get(path.name, set())
+    found = [e for e in unstated(path.read_text("utf-8")) if e.split(" ")[0] not in pending]
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("def test_a_late_token_is_refreshed(): pass", []),
+        ('def test_x_and_y(): """One behaviour, said here."""', []),
+        ("def test_it_stores_and_then_it_counts(): pass", ["test_it_stores_and_then_it_counts"]),
+        ("def test_it_stores_then_counts(): pass", ["test_it_stores_then_counts"]),
+        ("def test_retries(): pass", ["test_retries"]),
+        ("class TestRun:\n    async def test_ok(self): pass", ["test_ok"]),
+        ("def helper_and_more(): pass", []),
+    ],
+)
+def test_the_name_check_flags_exactly_the_tests_without_one_behaviour(
+    source: str, expected: list[str]
+) -> None:
+    """Joined, one- or two-word names without a docstring are flagged; helpers are not tests."""
+    assert expected == [entry.split(" ")[0] for entry in unstated(source)]
+
+
+def test_compound_asserts_are_left_to_ruff_pt018_over_every_test() -> None:
+    """Ruff selects PT (so PT018, ``assert a and b``) and no per-file ignore under tests/ drops it."""
+    ruff = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]["ruff"]["lint"]
+    assert "PT" in ruff["select"]
+    assert [r for r in ruff["ignore"] if "PT018".startswith(r)] == []
+    dropped = {
+        pattern: rules
+        for pattern, rules in ruff.get("per-file-ignores", {}).items()
+        if pattern.startswith("tests/") and any("PT018".startswith(r) for r in rules)
+    }
+    assert dropped == {}
