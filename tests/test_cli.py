@@ -81,6 +81,14 @@ def test_a_backfill_that_ends_before_reading_its_id_file_closes_it(
     assert ids not in _open_files()
 
 
+def test_a_refused_backfill_leaves_no_database_file_open(env: str, tmp_path: Path) -> None:
+    """The run refused (schema not at head) disposes of its engine: no -wal/-shm left open."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("abc\n")
+    assert run_cli(["backfill", str(ids)]) == 5
+    assert sorted(p.name for p in _open_files() if p.parent == tmp_path) == []
+
+
 def test_a_backfill_with_bad_inputs_exits_1(
     env: str, tmp_path: Path, sandbox: tuple[Sandbox, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

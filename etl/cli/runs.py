@@ -127,6 +127,7 @@ def _execute(
         report = exc.report  # also when the run raised: alerts need failed runs
         raise
     finally:
+        engine.dispose()  # also after a refused run: its SQLite -wal/-shm files stay open else
         if progress is not None:
             progress.close()
         if report is not None:  # also when the run raised: alerts need failed runs
