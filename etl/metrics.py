@@ -162,13 +162,13 @@ def previous_last_success(path: str | Path) -> float | None:
     return None
 
 
-def write_metrics(report: SyncReport, path: str | Path) -> bool:
+def write_metrics(report: SyncReport, path: str | Path, now: float | None = None) -> bool:
     """Write the run's metrics to ``path`` atomically (node-exporter textfile collector).
 
     Never fails the run: a file that cannot be written is logged as an error; returns whether
-    the file was written.
+    the file was written. ``now`` (Unix time) defaults to the current time.
     """
-    registry = build_registry(report, previous_last_success(path))
+    registry = build_registry(report, previous_last_success(path), now)
     try:
         write_to_textfile(str(path), registry)
     except OSError as exc:
