@@ -23,7 +23,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobEvent
@@ -55,11 +55,15 @@ _POLL_SECONDS = 0.2
 _FATAL: tuple[type[EtlError], ...] = (AuthError, ConfigError, SchemaNotAtHeadError)
 
 
-def build_trigger(settings: Settings) -> CronTrigger | IntervalTrigger:
-    """``IntervalTrigger`` when ``schedule.interval`` > 0, else ``schedule.cron`` (UTC)."""
+def build_trigger(settings: Settings, now: datetime | None = None) -> CronTrigger | IntervalTrigger:
+    """``IntervalTrigger`` when ``schedule.interval`` > 0, else ``schedule.cron`` (UTC).
+
+    An interval's first fire time is an interval after ``now`` (default: the current time).
+    """
     schedule = settings.schedule
     if schedule.interval > 0:
-        return IntervalTrigger(seconds=schedule.interval, timezone=UTC)
+        first = None if now is None else now + timedelta(seconds=schedule.interval)
+        return IntervalTrigger(seconds=schedule.interval, timezone=UTC, start_date=first)
     try:
         return CronTrigger.from_crontab(schedule.cron, timezone=UTC)
     except ValueError as exc:
@@ -181,15 +185,18 @@ def run_schedule(
     auth: httpx.Auth | None = None,
     stop_event: threading.Event | None = None,
     on_report: Callable[[SyncReport], None] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> int:
     """Run `sync` on the schedule until a signal (or ``stop_event``); returns the exit code.
 
     0 after a requested stop; 2, 3 or 5 when a run hit an error no later run can cure.
     ``transport`` and ``auth`` are handed to every run (tests pass the sandbox's app);
-    ``on_report`` gets each finished run's report (e.g. to write metrics).
+    ``on_report`` gets each finished run's report (e.g. to write metrics); ``clock`` tells
+    the time the schedule starts from (the run at start; an interval's first fire time).
     Configuration errors and a schema not at head are raised before the first run.
     """
-    trigger = build_trigger(settings)
+    started = clock()
+    trigger = build_trigger(settings, started)
     _preflight(settings, auth)
     runner = _Runner(settings, transport, auth, on_report)
     stop = stop_event or threading.Event()
@@ -203,7 +210,7 @@ def run_schedule(
         max_instances=1,
         coalesce=True,
         misfire_grace_time=MISFIRE_GRACE_SECONDS,
-        next_run_time=datetime.now(UTC) if settings.schedule.run_at_start else undefined,
+        next_run_time=started if settings.schedule.run_at_start else undefined,
     )
 
     def after_run(_event: JobEvent) -> None:

@@ -85,7 +85,10 @@ class Running:
 
 @contextmanager
 def scheduled(
-    settings: Settings, box: Sandbox, auth: httpx.Auth | None = None
+    settings: Settings,
+    box: Sandbox,
+    auth: httpx.Auth | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Iterator[Running]:
     box.faults.accepted_tokens = {TOKEN}
     running = Running()
@@ -98,6 +101,7 @@ def scheduled(
                 auth=auth or BearerAuth(StaticTokenProvider(TOKEN)),
                 stop_event=running.stop,
                 on_report=running.reports.append,
+                clock=clock,
             )
         except BaseException as exc:
             running.error = exc
@@ -240,6 +244,13 @@ def test_an_interval_trigger_fires_every_interval(sqlite_engine: Engine) -> None
     """schedule.interval > 0 is the trigger, every that many seconds."""
     interval = build_trigger(settings_for(sqlite_engine, schedule={"interval": 90.0}))
     assert interval.interval.total_seconds() == 90
+
+
+def test_an_interval_first_fires_an_interval_after_the_time_given(sqlite_engine: Engine) -> None:
+    """The scheduler's start time (its clock) places the first fire of an interval trigger."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    interval = build_trigger(settings_for(sqlite_engine, schedule={"interval": 90.0}), start)
+    assert datetime(2026, 1, 1, 0, 1, 30, tzinfo=UTC) == interval.start_date
 
 
 def test_a_bad_cron_is_a_config_error_naming_the_key(sqlite_engine: Engine) -> None:
@@ -406,7 +417,8 @@ def test_the_first_run_starts_at_once_unless_configured_not_to(
     settings = _schedule_settings(sqlite_engine, interval=3600.0)
     assert settings.schedule.run_at_start is True  # the default
     settings = settings.replace(schedule={"run_at_start": at_start})
-    with scheduled(settings, box) as running:
+    started = datetime.now(UTC).replace(microsecond=0)  # the schedule's clock, stopped here
+    with scheduled(settings, box, clock=lambda: started) as running:
         _wait_for(
             "the scheduler's first 'next sync at' line",
             lambda: any(r.getMessage().startswith("next sync at") for r in caplog.records),
@@ -425,10 +437,10 @@ def test_the_first_run_starts_at_once_unless_configured_not_to(
     else:
         assert runs == []
         assert running.reports == []
-    # The fire time announced last is an interval away (not "now") in both cases.
+    # The fire time announced last is an interval after the schedule's start in both cases.
     last = [r.getMessage() for r in caplog.records if r.getMessage().startswith("next sync at")]
     announced = datetime.fromisoformat(last[-1].removeprefix("next sync at "))
-    assert announced - datetime.now(UTC) > timedelta(minutes=50)
+    assert started + timedelta(hours=1) == announced
 
 
 def test_schedule_serves_the_last_runs_metrics_over_http(
