@@ -145,54 +145,111 @@ documents = st.fixed_dictionaries(
 )
 
 
-@pytest.mark.slow  # seconds: left out of `make mutation`, where it would run for every mutant
-@settings(max_examples=300, deadline=None)
-@given(documents)
-def test_any_document_flattens_and_children_carry_the_parent_id(document: dict[str, Any]) -> None:
+# Property tests over any documented shape: seconds each, so left out of `make mutation`, where
+# they would run for every mutant.
+any_document = given(documents)
+property_settings = settings(max_examples=300, deadline=None)
+
+
+@pytest.mark.slow
+@property_settings
+@any_document
+def test_any_document_gives_a_referral_row_of_its_id_and_itself_as_payload(
+    document: dict[str, Any],
+) -> None:
+    """The referral row is the document's own: its id, and the document itself as payload."""
     flat = flatten_referral(document)
-    assert flat.referral["id"] == document["id"]
+    assert document["id"] == flat.referral["id"]
     assert flat.referral["payload"] is document
+
+
+@pytest.mark.slow
+@property_settings
+@any_document
+def test_the_child_rows_of_any_document_carry_the_parent_id(document: dict[str, Any]) -> None:
+    flat = flatten_referral(document)
     for table, rows in flat.children().items():
         assert all(row["referral_id"] == document["id"] for row in rows), table
+
+
+@pytest.mark.slow
+@property_settings
+@any_document
+def test_the_child_rows_of_any_document_have_distinct_primary_keys(
+    document: dict[str, Any],
+) -> None:
+    flat = flatten_referral(document)
+    for table, rows in flat.children().items():
         if table != "referral_customers":
             keys = [
                 tuple(v for k, v in row.items() if k in ("side", "kind", "position"))
                 for row in rows
             ]
-            assert len(keys) == len(set(keys)), f"duplicate primary keys in {table}"
-    deal = flat.referral["deal_value"]
+            assert len(set(keys)) == len(keys), f"duplicate primary keys in {table}"
+
+
+@pytest.mark.slow
+@property_settings
+@any_document
+def test_the_deal_value_of_any_document_is_null_or_a_decimal_below_10_to_the_15(
+    document: dict[str, Any],
+) -> None:
+    deal = flatten_referral(document).referral["deal_value"]
     assert deal is None or (isinstance(deal, Decimal) and abs(deal) < Decimal(10) ** 15)
+
+
+@pytest.mark.slow
+@property_settings
+@any_document
+def test_the_timestamps_of_any_document_are_null_or_in_utc(document: dict[str, Any]) -> None:
+    flat = flatten_referral(document)
     for column in ("created_at", "updated_at", "accepted_at", "closing_at"):
         value = flat.referral[column]
         assert value is None or value.utcoffset().total_seconds() == 0
+
+
+@pytest.mark.slow
+@property_settings
+@any_document
+def test_any_document_without_an_etag_gets_a_64_character_content_hash(
+    document: dict[str, Any],
+) -> None:
+    flat = flatten_referral(document)
     if flat.etag is None:
         assert flat.content_hash is not None
         assert len(flat.content_hash) == 64
-    # An empty string is NULL in every typed column; only the payload keeps it.
+
+
+@pytest.mark.slow
+@property_settings
+@any_document
+def test_no_typed_column_of_any_document_holds_an_empty_string(document: dict[str, Any]) -> None:
+    """An empty string is NULL in every typed column; only the payload keeps it."""
+    flat = flatten_referral(document)
     for table, rows in {"referrals": [flat.referral], **flat.children()}.items():
         for row in rows:
             assert "" not in [v for k, v in row.items() if k != "payload"], (table, row)
 
 
-def test_empty_strings_become_null_and_the_payload_keeps_them() -> None:
-    document = {
-        "id": "r-empty",
-        "name": "",
-        "status": "",
-        "eTag": "",
-        "details": {"currency": "", "notes": "", "requirements": {"products": [{"id": ""}]}},
-        "customerProfile": {"name": "", "address": {"country": ""}, "ids": {"": "x"}},
-        "team": [{"firstName": "", "email": ""}],
-        "target": [{"type": "", "id": ""}],
-    }
-    flat = flatten_referral(document, etag_header='"from-header"')
-    assert flat.referral["payload"]["details"]["currency"] == ""
-    assert {k: flat.referral[k] for k in ("name", "status", "currency", "notes", "etag")} == {
+_EMPTY_STRINGS = {
+    "id": "r-empty",
+    "name": "",
+    "status": "",
+    "eTag": "",
+    "details": {"currency": "", "notes": "", "requirements": {"products": [{"id": ""}]}},
+    "customerProfile": {"name": "", "address": {"country": ""}, "ids": {"": "x"}},
+    "team": [{"firstName": "", "email": ""}],
+    "target": [{"type": "", "id": ""}],
+}
+
+
+def test_an_empty_string_is_null_in_the_typed_columns_of_every_table() -> None:
+    flat = flatten_referral(_EMPTY_STRINGS, etag_header='"from-header"')
+    assert {k: flat.referral[k] for k in ("name", "status", "currency", "notes")} == {
         "name": None,
         "status": None,
         "currency": None,
         "notes": None,
-        "etag": '"from-header"',
     }
     assert (flat.customer["name"], flat.customer["country"]) == (None, None)
     assert [(r["profile_type"], r["value"]) for r in flat.customer_ids] == [(None, "x")]
@@ -201,43 +258,94 @@ def test_empty_strings_become_null_and_the_payload_keeps_them() -> None:
     assert (flat.targets[0]["target_type"], flat.targets[0]["target_id"]) == (None, None)
 
 
-def test_odd_shapes() -> None:
-    flat = flatten_referral(
-        {
-            "id": "r-1",
-            "customerProfile": {"ids": {"CrmId": "x", "Duns": 12}, "team": {"firstName": "Lone"}},
-            "team": [{"firstName": "A"}, None, {"firstName": "B"}],
-            "details": {
-                "dealValue": "12345.678912",
-                "requirements": {
-                    "offers": [{"id": "o1"}],
-                    "additionalRequirements": {"flag": True},
-                    "products": {"id": "Azure"},
-                },
-            },
-            "consent": {"consentToContact": "true", "consentToToShareInfoWithOthers": False},
-            "target": {"type": "SolutionProfile", "id": "t1"},
-        }
-    )
-    assert [(r["profile_type"], r["value"]) for r in flat.customer_ids] == [
-        ("CrmId", "x"),
-        ("Duns", "12"),
+def test_the_payload_keeps_an_empty_string_as_received() -> None:
+    flat = flatten_referral(_EMPTY_STRINGS, etag_header='"from-header"')
+    assert flat.referral["payload"]["details"]["currency"] == ""
+
+
+def test_an_empty_etag_in_the_document_gives_way_to_the_etag_header() -> None:
+    flat = flatten_referral(_EMPTY_STRINGS, etag_header='"from-header"')
+    assert flat.referral["etag"] == '"from-header"'
+
+
+# One document in the shapes the API documents otherwise: objects for arrays, text for numbers.
+_ODD_SHAPES = {
+    "id": "r-1",
+    "customerProfile": {"ids": {"CrmId": "x", "Duns": 12}, "team": {"firstName": "Lone"}},
+    "team": [{"firstName": "A"}, None, {"firstName": "B"}],
+    "details": {
+        "dealValue": "12345.678912",
+        "requirements": {
+            "offers": [{"id": "o1"}],
+            "additionalRequirements": {"flag": True},
+            "products": {"id": "Azure"},
+        },
+    },
+    "consent": {"consentToContact": "true", "consentToToShareInfoWithOthers": False},
+    "target": {"type": "SolutionProfile", "id": "t1"},
+}
+
+
+def test_customer_ids_given_as_an_object_are_one_row_per_key_with_the_value_as_text() -> None:
+    assert [
+        (r["profile_type"], r["value"]) for r in flatten_referral(_ODD_SHAPES).customer_ids
+    ] == [("CrmId", "x"), ("Duns", "12")]
+
+
+def test_a_customer_team_given_as_one_object_is_a_team_of_one() -> None:
+    contacts = flatten_referral(_ODD_SHAPES).contacts
+    assert [(r["position"], r["first_name"]) for r in contacts if r["side"] == "customer"] == [
+        (0, "Lone")
     ]
-    assert [(r["side"], r["position"], r["first_name"]) for r in flat.contacts] == [
-        ("customer", 0, "Lone"),
-        ("team", 0, "A"),
-        ("team", 1, "B"),
+
+
+def test_a_null_team_member_is_skipped_and_the_positions_stay_dense() -> None:
+    """A null in the team array gives no contact; the members after it close the gap."""
+    contacts = flatten_referral(_ODD_SHAPES).contacts
+    assert [(r["position"], r["first_name"]) for r in contacts if r["side"] == "team"] == [
+        (0, "A"),
+        (1, "B"),
     ]
-    assert flat.referral["deal_value"] == Decimal("12345.6789")
-    assert (flat.referral["consent_to_contact"], flat.referral["consent_to_share_info"]) == (
-        True,
-        False,
-    )
-    assert [(r["kind"], r["item_id"]) for r in flat.requirements] == [
+
+
+def test_the_customers_contacts_come_before_the_referral_teams() -> None:
+    assert [r["side"] for r in flatten_referral(_ODD_SHAPES).contacts] == [
+        "customer",
+        "team",
+        "team",
+    ]
+
+
+def test_a_deal_value_given_as_text_is_rounded_to_4_decimal_places() -> None:
+    assert Decimal("12345.6789") == flatten_referral(_ODD_SHAPES).referral["deal_value"]
+
+
+def test_consent_to_contact_given_as_the_text_true_is_true() -> None:
+    assert flatten_referral(_ODD_SHAPES).referral["consent_to_contact"] is True
+
+
+def test_consent_to_share_given_as_false_is_false() -> None:
+    assert flatten_referral(_ODD_SHAPES).referral["consent_to_share_info"] is False
+
+
+def test_a_requirement_kind_given_as_one_item_object_is_one_row() -> None:
+    """Offers as an array and products as one object give one row each."""
+    assert [(r["kind"], r["item_id"]) for r in flatten_referral(_ODD_SHAPES).requirements] == [
         ("offers", "o1"),
         ("products", "Azure"),
     ]
-    assert [(r["target_type"], r["target_id"]) for r in flat.targets] == [("SolutionProfile", "t1")]
+
+
+def test_a_requirement_object_of_settings_gives_no_row() -> None:
+    """additionalRequirements (an object without id or name) stays in the payload only."""
+    kinds = [r["kind"] for r in flatten_referral(_ODD_SHAPES).requirements]
+    assert "additionalRequirements" not in kinds
+
+
+def test_a_target_given_as_one_object_is_one_row() -> None:
+    assert [(r["target_type"], r["target_id"]) for r in flatten_referral(_ODD_SHAPES).targets] == [
+        ("SolutionProfile", "t1")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -635,6 +743,7 @@ def test_a_plain_value_in_an_array_of_objects_is_taken_as_its_id() -> None:
 
 
 def test_a_null_in_an_array_is_skipped_and_positions_stay_dense() -> None:
+    """A null element gives no row: the rows after it are numbered without a gap."""
     document = {"id": "r", "target": [None, {"id": "t1"}, None, {"id": "t2"}]}
     assert [(t["position"], t["target_id"]) for t in flatten_referral(document).targets] == [
         (0, "t1"),
@@ -807,6 +916,7 @@ def test_a_lone_surrogate_as_the_whole_body_is_replaced() -> None:
 
 
 def test_a_lone_surrogate_in_nested_arrays_and_objects_is_replaced() -> None:
+    """A lone surrogate escape at any depth, in an array as in an object, becomes U+FFFD."""
     body = b'[["\\ud800"], {"a": [{"b": "\\udfff"}]}]'
     assert decode_document(body) == ([["\ufffd"], {"a": [{"b": "\ufffd"}]}], None)
 
@@ -824,10 +934,12 @@ def _nested(levels: int) -> bytes:
 
 
 def test_objects_and_arrays_nested_31_deep_are_read() -> None:
+    """A body nested 31 levels deep (objects and arrays in turn) is within the limit."""
     assert decode_document(_nested(31))[0] is not None
 
 
 def test_objects_and_arrays_nested_32_deep_are_refused() -> None:
+    """A body nested 32 levels deep (objects and arrays in turn) is a BadDocumentError."""
     with pytest.raises(BadDocumentError, match=r"^the body is nested more than 31 levels deep$"):
         decode_document(_nested(32))
 
