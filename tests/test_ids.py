@@ -33,11 +33,21 @@ def _read(text: str) -> tuple[list[str], list[BadLine]]:
     return ids, bad
 
 
-def test_id_lines_with_comments_quotes_and_bad_lines() -> None:
-    ids, bad = _read(f"# header\n\n  \"{GUID.upper()}\"  \n'abc-1'\nabc/../x\nok_2  # why\n..\n")
-    assert ids == [GUID, "abc-1", "ok_2"]
-    assert [(b.line, b.source) for b in bad] == [(5, "ids.txt"), (7, "ids.txt")]
-    assert "not a referral id: 'abc/../x'" in str(bad[0])
+# Comments, a blank line, quotes and bad lines around the ids of one file.
+_MIXED = f"# header\n\n  \"{GUID.upper()}\"  \n'abc-1'\nabc/../x\nok_2  # why\n..\n"
+
+
+def test_the_ids_of_a_file_mixing_comments_quotes_and_bad_lines_are_read_in_order() -> None:
+    """Comments, blank lines, quotes and bad lines around the ids leave the good ids in order."""
+    assert _read(_MIXED)[0] == [GUID, "abc-1", "ok_2"]
+
+
+def test_the_bad_lines_of_a_mixed_file_are_reported_at_their_source_line() -> None:
+    assert [(b.line, b.source) for b in _read(_MIXED)[1]] == [(5, "ids.txt"), (7, "ids.txt")]
+
+
+def test_a_bad_line_of_a_mixed_file_is_reported_as_not_a_referral_id() -> None:
+    assert "not a referral id: 'abc/../x'" in str(_read(_MIXED)[1][0])
 
 
 @pytest.mark.parametrize(
@@ -62,29 +72,45 @@ def test_invalid_ids_are_rejected(bad: str) -> None:
         canonical_id(bad)
 
 
-def test_webhook_events_as_json_lines_and_array(tmp_path: Path) -> None:
-    events = [
-        {
-            "EventName": "referral-updated",
-            "ResourceUri": f"https://api.partnercenter.microsoft.com/engagements/v1/referrals/{GUID}",
-            "ResourceName": "referral",
-        },
-        {
-            "EventName": "referral-created",
-            "ResourceUri": "https://api.partnercenter.microsoft.com/engagements/v1/referrals/other-1/",
-        },
-        {"EventName": "referral-created"},
-    ]
-    lines = tmp_path / "events.jsonl"
-    lines.write_text("\n".join(json.dumps(e) for e in events) + "\n")
-    array = tmp_path / "events.json"
-    array.write_text(json.dumps(events, indent=2))
-    for path in (lines, array):
-        bad: list[BadLine] = []
-        got = list(read_ids(str(path), bad.append))
-        assert [(t.id, t.source) for t in got] == [(GUID, "webhook"), ("other-1", "webhook")]
-        assert len(bad) == 1
-        assert "without a ResourceUri" in bad[0].reason
+_WEBHOOK_EVENTS = [
+    {
+        "EventName": "referral-updated",
+        "ResourceUri": f"https://api.partnercenter.microsoft.com/engagements/v1/referrals/{GUID}",
+        "ResourceName": "referral",
+    },
+    {
+        "EventName": "referral-created",
+        "ResourceUri": "https://api.partnercenter.microsoft.com/engagements/v1/referrals/other-1/",
+    },
+    {"EventName": "referral-created"},
+]
+
+
+def _webhook_file(tmp_path: Path, kind: str) -> Path:
+    """_WEBHOOK_EVENTS written as JSON lines (``jsonl``) or as one JSON array (``json``)."""
+    path = tmp_path / f"events.{kind}"
+    if kind == "jsonl":
+        path.write_text("\n".join(json.dumps(e) for e in _WEBHOOK_EVENTS) + "\n")
+    else:
+        path.write_text(json.dumps(_WEBHOOK_EVENTS, indent=2))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json"])
+def test_a_webhook_event_file_gives_the_ids_of_its_resource_uris(tmp_path: Path, kind: str) -> None:
+    """As JSON lines or as a JSON array: each id is the last segment of its event's URI."""
+    got = list(read_ids(str(_webhook_file(tmp_path, kind)), lambda b: None))
+    assert [(t.id, t.source) for t in got] == [(GUID, "webhook"), ("other-1", "webhook")]
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "json"])
+def test_an_event_without_a_resource_uri_in_a_webhook_event_file_is_reported(
+    tmp_path: Path, kind: str
+) -> None:
+    bad: list[BadLine] = []
+    list(read_ids(str(_webhook_file(tmp_path, kind)), bad.append))
+    assert len(bad) == 1
+    assert "without a ResourceUri" in bad[0].reason
 
 
 def test_large_event_array_is_streamed(tmp_path: Path) -> None:
@@ -111,23 +137,32 @@ def test_closed_stdin_is_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None
         read_ids("-", lambda b: None)
 
 
-def test_stdin_and_missing_file() -> None:
+def test_the_ids_of_stdin_are_read_for_the_path_dash() -> None:
     got = [t.id for t in read_ids("-", lambda b: None, stdin=io.StringIO("a1\nb2\n"))]
     assert got == ["a1", "b2"]
+
+
+def test_a_missing_id_file_is_a_config_error_before_any_id_is_read() -> None:
     with pytest.raises(ConfigError, match="cannot read id file"):
         list(read_ids("/nonexistent/ids.txt", lambda b: None))
 
 
-def test_shards_are_disjoint_and_complete() -> None:
-    ids = [TrackedId(f"id-{i}", "file") for i in range(10_000)]
-    shards = [{t.id for t in in_shard(ids, (i, 4))} for i in range(4)]
+_TEN_THOUSAND = [TrackedId(f"id-{i}", "file") for i in range(10_000)]
+
+
+def _four_shards() -> list[set[str]]:
+    return [{t.id for t in in_shard(_TEN_THOUSAND, (i, 4))} for i in range(4)]
+
+
+def test_every_id_is_in_exactly_one_shard() -> None:
+    """The shards hold every id between them, and their sizes add up to the ids: none twice."""
+    shards = _four_shards()
     assert sum(len(s) for s in shards) == 10_000
-    assert set().union(*shards) == {t.id for t in ids}
-    assert all(1_500 < len(s) < 3_500 for s in shards)
-    assert parse_shard("2/4") == (2, 4)
-    for text in ("4/4", "x/2", "1"):
-        with pytest.raises(ConfigError):
-            parse_shard(text)
+    assert {t.id for t in _TEN_THOUSAND} == set().union(*shards)
+
+
+def test_four_shards_of_10_000_ids_hold_1_500_to_3_500_each() -> None:
+    assert all(1_500 < len(s) < 3_500 for s in _four_shards())
 
 
 def test_a_malformed_event_array_keeps_what_came_before() -> None:
@@ -145,14 +180,24 @@ def _event(rid: str) -> str:
     return json.dumps({"ResourceUri": f"https://h/referrals/{rid}"})
 
 
-def test_a_malformed_event_in_an_array_fails_alone_and_the_next_are_read() -> None:
+def _malformed_among_good() -> tuple[list[str], list[BadLine]]:
+    """An array of good events around malformed ones, a stray brace and scalars, read."""
     bad: list[BadLine] = []
     text = (
         f'[\n  {_event("a1")},\n  {{"ResourceUri": nope}},\n  {{"x": [1, 2}}]}},\n'
         f'  {_event("b2")}, 42, "text",\n  {{"ResourceUri": "https://h/referrals/c3"}}\n]\n'
     )
     got = [t.id for t in read_ids_from(io.StringIO(text), "events.json", bad.append)]
-    assert got == ["a1", "b2", "c3"]
+    return got, bad
+
+
+def test_a_malformed_event_in_an_array_fails_alone_and_the_next_are_read() -> None:
+    """Malformed elements of an event array fail alone: the good events after them are read."""
+    assert _malformed_among_good()[0] == ["a1", "b2", "c3"]
+
+
+def test_the_malformed_elements_of_an_event_array_are_reported_each_on_its_line() -> None:
+    bad = _malformed_among_good()[1]
     assert [b.line for b in bad] == [3, 4, 4, 5, 5]
     assert bad[0].reason.startswith("malformed webhook event")
     assert bad[1].reason.startswith("malformed webhook event")
@@ -177,46 +222,90 @@ def test_a_byte_order_mark_is_accepted_in_every_kind_of_id_file(tmp_path: Path) 
     assert (got, bad) == (["a1", "b2"], [])
 
 
-def test_an_over_long_id_line_is_rejected_and_the_next_lines_read() -> None:
+def _long_lines() -> tuple[list[str], list[BadLine]]:
+    """Ids around a line 40 times over the limit and a line of exactly the limit."""
     from etl.ids import MAX_LINE_CHARS
 
-    ids, bad = _read(f"a1\n{'x' * (MAX_LINE_CHARS * 40)}\nb2\n{'y' * MAX_LINE_CHARS}\nc3")
-    assert ids == ["a1", "b2", "c3"]
-    assert [(b.line, b.reason) for b in bad] == [
+    return _read(f"a1\n{'x' * (MAX_LINE_CHARS * 40)}\nb2\n{'y' * MAX_LINE_CHARS}\nc3")
+
+
+def test_an_over_long_id_line_is_rejected_and_the_next_lines_read() -> None:
+    """Long lines fail alone: the ids on the lines after them are read."""
+    assert _long_lines()[0] == ["a1", "b2", "c3"]
+
+
+def test_only_a_line_over_the_limit_is_too_long_one_at_it_is_checked_as_an_id() -> None:
+    from etl.ids import MAX_LINE_CHARS
+
+    assert [
         (2, f"line longer than {MAX_LINE_CHARS} characters"),
         (
             4,
             "not a referral id: " + repr("y" * 77 + "...") + " (expected a GUID or 1-64 "
             "letters, digits, - or _)",
         ),
-    ]
+    ] == [(b.line, b.reason) for b in _long_lines()[1]]
 
 
-def test_an_event_with_a_huge_field_keeps_its_id_and_a_cut_uri_never_becomes_an_id() -> None:
+def _huge_field_and_long_uri() -> tuple[list[str], list[BadLine]]:
+    """An array: an event with a 3 MB field, one with a 20,000-character URI, a plain one."""
     bad: list[BadLine] = []
     huge = {"ResourceUri": "https://h/referrals/big-1", "padding": "p" * 3_000_000}
     cut = {"ResourceUri": "https://h/referrals/" + "z" * 20_000}
     text = f"[{json.dumps(huge)}, {json.dumps(cut)}, {_event('after')}]"
     got = [t.id for t in read_ids_from(io.StringIO(text), "events.json", bad.append)]
-    assert got == ["big-1", "after"]
+    return got, bad
+
+
+def test_an_event_with_a_huge_field_keeps_its_id_and_a_cut_uri_never_becomes_an_id() -> None:
+    """Only real ids come out: the 3 MB event gives its id, the cut URI none."""
+    assert _huge_field_and_long_uri()[0] == ["big-1", "after"]
+
+
+def test_an_event_whose_uri_is_cut_is_reported_as_not_a_referral_id() -> None:
+    bad = _huge_field_and_long_uri()[1]
     assert len(bad) == 1
     assert "not a referral id" in bad[0].reason
 
 
-def test_deeply_nested_and_over_large_events_fail_alone() -> None:
+_DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def _deep_and_large_in_an_array() -> tuple[list[str], list[BadLine]]:
+    """An array: an element nested 100,000 deep, an event, 600,000 numbers, an event."""
     bad: list[BadLine] = []
-    deep = "[" * 100_000 + "]" * 100_000
     many = "[" + ",".join(["1"] * 600_000) + "]"
-    text = f"[{deep},\n{_event('a1')},\n{many},\n{_event('b2')}]"
+    text = f"[{_DEEP},\n{_event('a1')},\n{many},\n{_event('b2')}]"
     got = [t.id for t in read_ids_from(io.StringIO(text), "events.json", bad.append)]
-    assert got == ["a1", "b2"]
+    return got, bad
+
+
+def _deep_event_line() -> tuple[list[str], list[BadLine]]:
+    """JSON lines: an event nested 100,000 deep, then a plain one."""
+    bad: list[BadLine] = []
+    lines = f'{{"x": {_DEEP}}}\n{_event("c3")}\n'
+    got = [t.id for t in read_ids_from(io.StringIO(lines), "events.jsonl", bad.append)]
+    return got, bad
+
+
+def test_deeply_nested_and_over_large_events_fail_alone() -> None:
+    """In an array, elements nested 100,000 deep or 600,000 long fail alone: the events are read."""
+    assert _deep_and_large_in_an_array()[0] == ["a1", "b2"]
+
+
+def test_a_deep_and_an_over_large_array_element_are_reported_on_their_lines() -> None:
+    """The element nested 100,000 deep and the one too long to read are each reported."""
+    bad = _deep_and_large_in_an_array()[1]
     assert [b.line for b in bad] == [1, 3]
     assert "longer than" in bad[1].reason
-    lines = f'{{"x": {deep}}}\n{_event("c3")}\n'
-    bad = []
-    got = [t.id for t in read_ids_from(io.StringIO(lines), "events.jsonl", bad.append)]
-    assert got == ["c3"]
-    assert [(b.line, b.reason) for b in bad] == [(1, "not a JSON webhook event")]
+
+
+def test_an_event_line_nested_100_000_deep_fails_alone() -> None:
+    assert _deep_event_line()[0] == ["c3"]
+
+
+def test_an_event_line_nested_100_000_deep_is_not_a_json_webhook_event() -> None:
+    assert [(b.line, b.reason) for b in _deep_event_line()[1]] == [(1, "not a JSON webhook event")]
 
 
 # The peak of this process image: VmHWM. (ru_maxrss would also count the memory of the
@@ -301,7 +390,8 @@ def test_an_upper_case_id_shaped_almost_like_a_guid_is_kept_as_written(almost: s
 def test_one_to_64_letters_digits_dashes_and_underscores_starting_alphanumeric_is_an_id(
     valid: str,
 ) -> None:
-    assert canonical_id(valid) == valid
+    """An id of 1-64 letters, digits, - and _ that starts with a letter or digit is kept as written."""
+    assert valid == canonical_id(valid)
 
 
 @pytest.mark.parametrize("bad", ["", "_a", "a\n", "\na"])
@@ -320,10 +410,12 @@ def test_a_rejected_id_of_80_characters_is_shown_whole() -> None:
 
 
 def test_a_rejected_id_over_80_characters_is_shown_cut_to_77_and_an_ellipsis() -> None:
+    """A rejected id over 80 characters is shown as its first 77 and '...'."""
     with pytest.raises(InvalidIdError) as caught:
         canonical_id("/" * 81)
-    assert str(caught.value) == (
+    assert (
         f"not a referral id: {'/' * 77 + '...'!r} (expected a GUID or 1-64 letters, digits, - or _)"
+        == str(caught.value)
     )
 
 
@@ -341,13 +433,16 @@ def test_without_a_shard_every_id_is_kept() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"), [("0/1", (0, 1)), (" 3 / 4 ", (3, 4)), ("10/12", (10, 12))]
+    ("text", "expected"),
+    [("0/1", (0, 1)), ("2/4", (2, 4)), (" 3 / 4 ", (3, 4)), ("10/12", (10, 12))],
 )
 def test_a_shard_is_i_of_n_with_i_below_n(text: str, expected: tuple[int, int]) -> None:
     assert parse_shard(text) == expected
 
 
-@pytest.mark.parametrize("text", ["1/1", "-1/2", "1/0", "0/", "/2", "1/2/3", "a1/2"])
+@pytest.mark.parametrize(
+    "text", ["1/1", "4/4", "-1/2", "1/0", "0/", "/2", "1/2/3", "a1/2", "x/2", "1"]
+)
 def test_a_shard_outside_0_to_n_minus_1_or_not_i_of_n_is_a_config_error(text: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_shard(text)
@@ -379,6 +474,7 @@ def test_a_comment_line_is_skipped() -> None:
 
 
 def test_a_comment_after_an_id_and_a_space_is_skipped() -> None:
+    """A ``#`` after an id and white space starts a comment, left out of the id."""
     assert _read("a1 # the first\na2  # the second\n") == (["a1", "a2"], [])
 
 
@@ -400,6 +496,7 @@ def test_ids_are_tracked_as_coming_from_a_file() -> None:
 
 
 def test_a_bad_line_is_shown_as_source_line_and_reason() -> None:
+    """A bad line prints as ``source:line: reason``."""
     assert str(BadLine("ids.txt", 3, "why")) == "ids.txt:3: why"
 
 
@@ -507,6 +604,7 @@ def test_a_stream_that_fails_at_once_is_a_one_line_config_error() -> None:
 
 
 def test_webhook_event_lines_with_blank_and_broken_lines_give_the_good_ids() -> None:
+    """Blank, comment and broken lines among webhook event lines are skipped: the good ids are read."""
     text = f"{_event('a1')}\n\n   \n{{broken\n# a comment\n{_event('b2')}\n"
     assert _read(text)[0] == ["a1", "b2"]
 
@@ -527,14 +625,15 @@ def test_ids_from_webhook_events_are_tracked_as_coming_from_a_webhook() -> None:
 
 
 def test_a_webhook_event_line_over_the_limit_is_rejected_and_the_next_read() -> None:
+    """A webhook event line over MAX_EVENT_CHARS fails alone, reported as too long."""
     from etl.ids import MAX_EVENT_CHARS
 
     huge = '{"ResourceUri": "https://h/referrals/big", "pad": "' + "p" * MAX_EVENT_CHARS + '"}'
     ids, bad = _read(f"{_event('a1')}\n{huge}\n{_event('b2')}\n")
-    assert (ids, [(b.line, b.reason) for b in bad]) == (
+    assert (
         ["a1", "b2"],
         [(2, f"webhook event longer than {MAX_EVENT_CHARS} characters")],
-    )
+    ) == (ids, [(b.line, b.reason) for b in bad])
 
 
 @pytest.mark.parametrize(
@@ -609,17 +708,20 @@ def test_an_escaped_quote_in_a_string_does_not_end_it() -> None:
 
 
 def test_brackets_and_commas_inside_strings_are_text() -> None:
+    """Brackets and commas inside JSON strings neither nest nor split the events of an array."""
     text = '[{"note": "[,{]}", "ResourceUri": "https://h/referrals/a1"}, ' + _event("b2") + "]"
     assert _read_array(text) == (["a1", "b2"], [])
 
 
 def test_nested_objects_and_arrays_in_an_event_are_kept() -> None:
+    """Objects and arrays nested in an array event stay inside it: its id is read."""
     text = '[{"a": [{"b": [1, [2]]}, {}], "ResourceUri": "https://h/referrals/a1"}]'
     assert _read_array(text) == (["a1"], [])
 
 
 @pytest.mark.parametrize("text", ["[]", "[ ]", "[\n\n]", " \n[\n]\n"])
 def test_an_empty_event_array_has_no_ids_and_no_errors(text: str) -> None:
+    """An empty event array, however spaced over lines, is read as nothing."""
     assert _read_array(text) == ([], [])
 
 
@@ -694,6 +796,7 @@ def test_a_uri_of_8192_characters_is_kept_whole() -> None:
 
 
 def test_a_uri_over_8192_characters_is_cut_and_never_becomes_an_id() -> None:
+    """A URI over 8,192 characters is cut; what is left is reported, never read as an id."""
     uri = "https://h/" + "x" * (8_192 - 12) + "/a1"
     ids, bad = _read_array(json.dumps([{"ResourceUri": uri}]))
     assert (ids, [reason[:35] for _, reason in bad]) == (
@@ -721,12 +824,13 @@ def test_an_array_event_of_exactly_the_limit_is_read() -> None:
 
 
 def test_an_array_event_one_over_the_limit_is_rejected_and_the_next_read() -> None:
+    """An array event one character over MAX_EVENT_CHARS fails alone, reported as too long."""
     from etl.ids import MAX_EVENT_CHARS
 
-    assert _read_array(f"[{_padded_event(MAX_EVENT_CHARS + 1)}, {_event('b2')}]") == (
+    assert (
         ["b2"],
         [(1, f"webhook event longer than {MAX_EVENT_CHARS} characters")],
-    )
+    ) == _read_array(f"[{_padded_event(MAX_EVENT_CHARS + 1)}, {_event('b2')}]")
 
 
 def test_an_event_after_an_over_long_one_is_measured_afresh() -> None:
@@ -857,9 +961,10 @@ def test_a_uri_with_escapes_is_cut_at_8192_characters_counted_across_its_pieces(
 
 
 def test_a_uri_cut_short_shows_its_last_segment_and_the_cut_mark() -> None:
+    """A cut URI is reported by its last segment, shown cut to 77 characters and '...'."""
     uri = "https://h/" + "x" * 8_200
-    assert [b.reason for b in _read(f'[{{"ResourceUri": "{uri}"}}]')[1]] == [
-        f"webhook event: not a referral id: {'x' * 77 + '...'!r} {_EXPECTED}"
+    assert [f"webhook event: not a referral id: {'x' * 77 + '...'!r} {_EXPECTED}"] == [
+        b.reason for b in _read(f'[{{"ResourceUri": "{uri}"}}]')[1]
     ]
 
 
@@ -893,6 +998,7 @@ def test_an_id_ending_in_x_before_a_trailing_slash_keeps_its_x() -> None:
 
 
 def test_a_webhook_event_with_an_invalid_id_is_reported_with_the_files_name_and_line() -> None:
+    """A webhook event line whose id is invalid is reported at its file's name and line."""
     bad: list[BadLine] = []
     text = f"{_event('a1')}\n{_event('a.b')}\n"
     list(read_ids_from(io.StringIO(text), "events.jsonl", bad.append))
