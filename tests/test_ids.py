@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import locale
@@ -145,6 +146,34 @@ def test_the_ids_of_stdin_are_read_for_the_path_dash() -> None:
 def test_a_missing_id_file_is_a_config_error_before_any_id_is_read() -> None:
     with pytest.raises(ConfigError, match="cannot read id file"):
         list(read_ids("/nonexistent/ids.txt", lambda b: None))
+
+
+def _open_files() -> set[Path]:
+    """The files this process holds open (Linux: /proc/self/fd)."""
+    paths = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # the directory's own descriptor is gone by now
+            paths.add(fd.readlink())
+    return paths
+
+
+def test_closing_the_ids_of_a_file_never_read_closes_the_file(tmp_path: Path) -> None:
+    """A run that ends before reading its id file still lets it go (IdSource.close)."""
+    path = tmp_path / "ids.txt"
+    path.write_text("a1\n")
+    source = read_ids(str(path), lambda b: None)
+    assert path in _open_files()  # opened at once, before any id is read
+    source.close()
+    assert path not in _open_files()
+
+
+def test_closing_the_ids_of_stdin_leaves_stdin_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdin = io.TextIOWrapper(io.BytesIO(b"a1\nb2\n"), encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", stdin)
+    source = read_ids("-", lambda b: None)
+    assert TrackedId("a1", "file") == next(source)
+    source.close()
+    assert stdin.closed is False
 
 
 _TEN_THOUSAND = [TrackedId(f"id-{i}", "file") for i in range(10_000)]
