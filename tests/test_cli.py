@@ -89,6 +89,19 @@ def test_a_refused_backfill_leaves_no_database_file_open(env: str, tmp_path: Pat
     assert sorted(p.name for p in _open_files() if p.parent == tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [(["db", "upgrade"], 0), (["db", "current"], 5), (["status"], 5)],
+    ids=["db-upgrade", "db-current", "status"],
+)
+def test_a_database_command_leaves_no_database_file_open(
+    env: str, tmp_path: Path, command: list[str], code: int
+) -> None:
+    """db upgrade, db current and status dispose of their engine, whatever they answer."""
+    assert run_cli(command) == code
+    assert sorted(p.name for p in _open_files() if p.parent == tmp_path) == []
+
+
 def test_a_backfill_with_bad_inputs_exits_1(
     env: str, tmp_path: Path, sandbox: tuple[Sandbox, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -23,9 +23,12 @@ def db_upgrade(revision: str) -> None:
     from etl import db
 
     engine = db.create_engine_for(current_state().settings().database.url)
-    before = db.current_revision(engine)
-    db.upgrade(engine, revision)
-    after = db.current_revision(engine)
+    try:
+        before = db.current_revision(engine)
+        db.upgrade(engine, revision)
+        after = db.current_revision(engine)
+    finally:
+        engine.dispose()
     say(
         f"database {db.describe(engine)}: {before or 'empty'} -> {after}",
         event="db_upgrade",
@@ -41,7 +44,10 @@ def db_current() -> None:
     from etl import db
 
     engine = db.create_engine_for(current_state().settings().database.url)
-    current, head = db.current_revision(engine), db.head_revision()
+    try:
+        current, head = db.current_revision(engine), db.head_revision()
+    finally:
+        engine.dispose()
     state = "at head" if current == head else f"NOT at head {head}: run `referrals-etl db upgrade`"
     say(
         f"{current or 'empty (no revision)'} ({state})",

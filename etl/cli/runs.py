@@ -200,8 +200,12 @@ def status(runs: int) -> None:
 
     settings = current_state().settings()
     engine = db.create_engine_for(settings.database.url)
-    db.require_head(engine)
-    say(render_status(engine, runs), event="status")
+    try:
+        db.require_head(engine)
+        text = render_status(engine, runs)
+    finally:
+        engine.dispose()
+    say(text, event="status")
 
 
 @cli.command()
