@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import aiohttp
 import httpx
 
 from etl.backoff import full_jitter
@@ -319,13 +318,13 @@ class ReferralsClient:
         cap = self.settings.max_body_bytes
         try:
             # One deadline for the whole answer: connecting, the headers and every byte of the
-            # body. aiohttp's read timeout restarts on each byte, so a server trickling one byte
-            # a second would otherwise hold the request (and a stop) for ever.
+            # body (the transport has none of its own; a per-read timeout would restart on each
+            # byte, and a server trickling one byte a second would hold the request for ever).
             async with asyncio.timeout(self.settings.timeout_seconds):
                 response, body, oversized = await self._exchange(url, headers, params, cap)
         except TimeoutError:
             raise _RetryableError(f"timed out after {self.settings.timeout_seconds:g}s") from None
-        except (httpx.TransportError, aiohttp.ClientError, OSError) as exc:
+        except (httpx.TransportError, OSError) as exc:
             raise _RetryableError(_transport_failure(exc, self.settings.timeout_seconds)) from None
         self.stats.count(response.status_code, listing)
         if oversized:
@@ -379,8 +378,8 @@ def _guid() -> str:
 
 
 def _transport_failure(exc: BaseException, timeout: float) -> str:
-    """What went wrong below HTTP, named after the original error (the aiohttp transport maps
-    a dropped connection to an httpx timeout class)."""
+    """What went wrong below HTTP, named after the original error (the aiohttp transport, used
+    through a proxy, maps a dropped connection to an httpx timeout class)."""
     origin = exc.__cause__ or exc
     name = origin.__class__.__name__
     if "timeout" in name.lower():

@@ -1,6 +1,6 @@
 """A misbehaving HTTP server on a real socket: it trickles bodies or asks for endless pauses.
 
-For the deadline tests, where the point is what the real transport (aiohttp) does with the
+For the deadline tests, where the point is what the real transport (etl/http11.py) does with the
 bytes on the wire, so an in-process transport cannot stand in for it.
 """
 

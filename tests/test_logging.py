@@ -187,7 +187,7 @@ def test_no_token_or_password_reaches_any_output(sqlite_engine: Engine, tmp_path
     assert ran.returncode == 1, ran.stderr
     assert box.stats.by_status == {200: 4}  # the token was sent, and accepted
     lines = _json_lines(ran.stderr)
-    assert sum(line["logger"] == "httpx" for line in lines) == 4  # one debug line per request
+    assert sum(line["logger"] == "etl.transport" for line in lines) == 4  # a debug line a request
     assert refused.returncode == 5, refused.stderr
     assert "127.0.0.1" in refused.stderr
     assert "etl:***@" in refused.stderr
