@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from open_files import open_files
 
 from etl.cli import main
 from etl.sandbox import Sandbox, ServerThread
@@ -62,15 +62,6 @@ def test_backfill_refuses_a_schema_not_at_head(
     assert "(at head)" in capsys.readouterr().out
 
 
-def _open_files() -> set[Path]:
-    """The files this process holds open (Linux: /proc/self/fd)."""
-    paths = set()
-    for fd in Path("/proc/self/fd").iterdir():
-        with contextlib.suppress(OSError):  # the directory's own descriptor is gone by now
-            paths.add(fd.readlink())
-    return paths
-
-
 def test_a_backfill_that_ends_before_reading_its_id_file_closes_it(
     env: str, tmp_path: Path
 ) -> None:
@@ -78,7 +69,7 @@ def test_a_backfill_that_ends_before_reading_its_id_file_closes_it(
     ids = tmp_path / "ids.txt"
     ids.write_text("abc\n")
     assert run_cli(["backfill", str(ids)]) == 5
-    assert ids not in _open_files()
+    assert ids not in open_files()
 
 
 def test_a_refused_backfill_leaves_no_database_file_open(env: str, tmp_path: Path) -> None:
@@ -86,7 +77,7 @@ def test_a_refused_backfill_leaves_no_database_file_open(env: str, tmp_path: Pat
     ids = tmp_path / "ids.txt"
     ids.write_text("abc\n")
     assert run_cli(["backfill", str(ids)]) == 5
-    assert sorted(p.name for p in _open_files() if p.parent == tmp_path) == []
+    assert sorted(p.name for p in open_files() if p.parent == tmp_path) == []
 
 
 @pytest.mark.parametrize(
@@ -99,7 +90,7 @@ def test_a_database_command_leaves_no_database_file_open(
 ) -> None:
     """db upgrade, db current and status dispose of their engine, whatever they answer."""
     assert run_cli(command) == code
-    assert sorted(p.name for p in _open_files() if p.parent == tmp_path) == []
+    assert sorted(p.name for p in open_files() if p.parent == tmp_path) == []
 
 
 def test_a_backfill_with_bad_inputs_exits_1(

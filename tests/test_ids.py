@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import locale
@@ -12,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from open_files import open_files
 
 from etl.errors import ConfigError, InvalidIdError
 from etl.ids import (
@@ -148,23 +148,14 @@ def test_a_missing_id_file_is_a_config_error_before_any_id_is_read() -> None:
         list(read_ids("/nonexistent/ids.txt", lambda b: None))
 
 
-def _open_files() -> set[Path]:
-    """The files this process holds open (Linux: /proc/self/fd)."""
-    paths = set()
-    for fd in Path("/proc/self/fd").iterdir():
-        with contextlib.suppress(OSError):  # the directory's own descriptor is gone by now
-            paths.add(fd.readlink())
-    return paths
-
-
 def test_closing_the_ids_of_a_file_never_read_closes_the_file(tmp_path: Path) -> None:
     """A run that ends before reading its id file still lets it go (IdSource.close)."""
     path = tmp_path / "ids.txt"
     path.write_text("a1\n")
     source = read_ids(str(path), lambda b: None)
-    assert path in _open_files()  # opened at once, before any id is read
+    assert path in open_files()  # opened at once, before any id is read
     source.close()
-    assert path not in _open_files()
+    assert path not in open_files()
 
 
 def test_closing_the_ids_of_stdin_leaves_stdin_open(monkeypatch: pytest.MonkeyPatch) -> None:
