@@ -32,6 +32,7 @@ from etl.db_policy import Database, ValueRefused
 from etl.ids import TrackedId
 from etl.report import SyncReport, collect_stats
 from etl.results import FetchResult, Outcome
+from etl.seen import SeenHashes
 from etl.stopping import StopRequested
 
 if TYPE_CHECKING:
@@ -98,17 +99,15 @@ class Pipeline:
     async def feed(self, ids: AsyncIterator[TrackedId]) -> None:
         """Each id once (however often it is given), in chunks whose stored eTags are looked
         up together; stops taking ids on a stop request or at the limit."""
-        seen: set[int] = set()  # 64-bit hashes of the ids given so far: flat enough in memory
+        seen = SeenHashes()  # the ids given so far, as 64-bit hashes in 16-32 bytes each
         chunk: list[TrackedId] = []
         stop, limit = self.options.stop, self.options.limit
         async for tracked in ids:
             if stop.is_set() or (limit is not None and len(seen) >= limit):
                 break
-            key = hash(tracked.id)
-            if key in seen:
+            if not seen.add(hash(tracked.id)):
                 self.report.duplicates += 1
                 continue
-            seen.add(key)
             chunk.append(tracked)
             if len(chunk) >= _LOOKUP_CHUNK:
                 await self._dispatch(chunk)
