@@ -136,9 +136,22 @@ async def _run(
     source: Callable[[ReferralsClient, Database, StorePage], AsyncIterator[TrackedId]],
     options: RunOptions,
 ) -> SyncReport:
+    database = Database(engine)
+    try:
+        return await _run_on(database, settings, engine, source, options)
+    finally:
+        database.close()
+
+
+async def _run_on(
+    database: Database,
+    settings: Settings,
+    engine: Engine,
+    source: Callable[[ReferralsClient, Database, StorePage], AsyncIterator[TrackedId]],
+    options: RunOptions,
+) -> SyncReport:
     report = SyncReport(trigger=options.trigger)
     started = time.perf_counter()
-    database = Database(engine)
     try:
         await asyncio.to_thread(_checked_head, engine)
     except EtlError as exc:

@@ -430,14 +430,34 @@ def test_a_deadlock_between_two_writers_is_retried_not_fatal(
 
     async def both() -> list[str]:
         database = Database(engine)
-        return list(
-            await asyncio.gather(
-                database.call(write, "a", runs), database.call(write, "b", runs[::-1])
+        try:
+            return list(
+                await asyncio.gather(
+                    database.call(write, "a", runs), database.call(write, "b", runs[::-1])
+                )
             )
-        )
+        finally:
+            database.close()
 
     assert asyncio.run(both()) == ["a", "b"]
     messages = {r["message"] for r in rows_of(engine, "sync_runs")}
     assert messages <= {"a 0", "a 1", "b 0", "b 1"}
     assert len(messages) == 2
     engine.dispose()
+
+
+def test_database_calls_run_on_the_runs_own_two_threads(sqlite_engine: Engine) -> None:
+    """Eight calls at once run on the run's two etl-db threads, not asyncio's default pool."""
+    import asyncio
+
+    from etl.db_policy import Database
+
+    async def names() -> set[str]:
+        database = Database(sqlite_engine)
+        try:
+            calls = (database.call(lambda: threading.current_thread().name) for _ in range(8))
+            return set(await asyncio.gather(*calls))
+        finally:
+            database.close()
+
+    assert asyncio.run(names()) <= {"etl-db_0", "etl-db_1"}
