@@ -249,7 +249,8 @@ def test_postgres_refusing_connections_for_10s_mid_backfill(
         try:
             deadline = time.monotonic() + 120
             while _stored(engine) < 2000 and process.poll() is None:
-                assert time.monotonic() < deadline, "the backfill made no progress"
+                if time.monotonic() >= deadline:  # a guard against hanging, not a timing claim
+                    pytest.fail("the backfill made no progress")
                 time.sleep(0.05)
             engine.dispose()
             assert process.poll() is None, "the backfill ended before the outage"

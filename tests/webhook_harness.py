@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from conftest import TOKEN, settings_for
 from sqlalchemy.engine import Engine
@@ -98,7 +99,8 @@ def wait_until(check: Callable[[], bool], timeout: float = 60.0, step: float = 0
     """Poll ``check`` until it holds; fails after ``timeout`` (a deadline, not a timing assertion)."""
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
+        if time.monotonic() >= deadline:
+            pytest.fail("condition not reached before the deadline")
         time.sleep(step)
 
 
