@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db
+from etl import db, store
 from etl.models import CHILD_TABLES, TABLES
 
 URLS = {
@@ -148,7 +148,9 @@ class WriteCounter:
     ``data`` counts rows of the referral tables (referrals, children, history) inserted, updated
     or deleted; an UPDATE of referrals that only sets ``last_checked_at``/``deleted_at`` and
     every ledger/run/lock row count as ``bookkeeping``. MariaDB counts an upsert that updates a
-    row as 2, as its server reports it.
+    row as 2, as its server reports it. PostgreSQL's child rows go by ``COPY``
+    (``etl.store.copy_rows``), which no cursor event sees: they are counted as inserts where
+    they are copied.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -156,7 +158,24 @@ class WriteCounter:
         self.data = 0
         self.bookkeeping = 0
         self._lock = threading.Lock()
+        self._engine = engine
         sa.event.listen(engine, "after_cursor_execute", self._after)
+        copy_rows = store.copy_rows
+
+        def counted_copy(conn: Any, table: Any, columns: Any, rows: list[Any]) -> None:
+            copy_rows(conn, table, columns, rows)
+            if conn.engine is self._engine:
+                self._count("insert", table.name, len(rows), data=True)
+
+        store.copy_rows = counted_copy  # instrumentation of a step
+
+    def _count(self, verb: str, table: str, rows: int, data: bool) -> None:
+        with self._lock:
+            self.by_table[f"{verb} {table}"] += rows
+            if data:
+                self.data += rows
+            else:
+                self.bookkeeping += rows
 
     def _after(self, _conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
         match = _STATEMENT.match(statement)
@@ -171,12 +190,7 @@ class WriteCounter:
             found = _SET.search(statement)
             columns = set(re.findall(r"(\w+)\s*=", found.group(1))) if found else set()
             data = not columns <= _BOOKKEEPING_COLUMNS
-        with self._lock:
-            self.by_table[f"{verb.lower()} {table}"] += rows
-            if data:
-                self.data += rows
-            else:
-                self.bookkeeping += rows
+        self._count(verb.lower(), table, rows, data)
 
     def to_dict(self) -> dict[str, Any]:
         return {

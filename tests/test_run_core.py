@@ -462,3 +462,50 @@ def test_database_calls_run_on_the_runs_own_two_threads(sqlite_engine: Engine) -
             database.close()
 
     assert asyncio.run(names()) <= {"etl-db_0", "etl-db_1"}
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_during_copy_is_a_lost_connection(
+    database_urls: dict[str, Any], tmp_path: Path
+) -> None:
+    """PostgreSQL's child rows go by COPY, outside SQLAlchemy's statements: a session killed
+    under it still comes back as SQLAlchemy's error with the connection invalidated, so the
+    run's database policy retries the batch on a fresh connection."""
+    from etl.db_policy import lost_connection
+    from etl.models import TABLES
+
+    engine = make_engine("postgres", database_urls, tmp_path)
+    row = {"referral_id": "a", "position": 0, "target_type": "t", "target_id": "x"}
+    try:
+        with engine.connect() as conn:
+            conn.begin()
+            pid: int = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            with engine.connect() as other:
+                other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(sa.exc.DBAPIError) as raised:
+                store.insert_plain(conn, TABLES["referral_targets"], [row])
+        assert raised.value.connection_invalidated
+        assert lost_connection(raised.value)
+        assert "COPY" in str(raised.value.statement)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_value_copy_refuses_is_a_refused_value(
+    database_urls: dict[str, Any], tmp_path: Path
+) -> None:
+    """A child value PostgreSQL refuses under COPY (a NUL in text) comes back as SQLAlchemy's
+    DataError, so the writer isolates that referral instead of failing the run."""
+    from etl.db_policy import refused_value
+    from etl.models import TABLES
+
+    engine = make_engine("postgres", database_urls, tmp_path)
+    row = {"referral_id": "a", "position": 0, "target_type": "nul\u0000byte", "target_id": "x"}
+    try:
+        with pytest.raises(sa.exc.DataError) as raised, engine.begin() as conn:
+            store.insert_plain(conn, TABLES["referral_targets"], [row])
+        assert refused_value(raised.value)
+        assert "0x00" in str(raised.value.orig)
+    finally:
+        engine.dispose()
