@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
+
 from etl.errors import BadDocumentError
 
 Row = dict[str, Any]
@@ -109,6 +111,10 @@ def decode_document(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[Any, str |
     value had to be cleaned (lone surrogates made U+FFFD, ``NaN``/``Infinity`` made strings) and
     must be stored re-serialised. Raises :class:`BadDocumentError` with one line otherwise.
     """
+    plain = _read_plain(body)
+    if plain is not None:
+        _check_depth(plain[0], plain[1], max_depth)
+        return plain
     encoding = json.detect_encoding(body)
     try:
         text = body.decode(encoding, "surrogatepass")
@@ -136,16 +142,43 @@ def decode_document(body: bytes, max_depth: int = MAX_DEPTH) -> tuple[Any, str |
         ) from None
     except ValueError as exc:  # e.g. an integer of more than 4,300 digits (Python's limit)
         raise BadDocumentError(f"the body holds a value Python cannot read ({exc})") from None
-    # Counting brackets is cheap and bounds the depth, so only a document with more than
-    # max_depth of them is walked.
-    if text.count("{") + text.count("[") > max_depth:  # noqa: SIM102  # pragma: no mutate: a bound
-        if _depth(value, max_depth) > max_depth:
-            raise BadDocumentError(f"the body is nested more than {max_depth} levels deep")
+    _check_depth(value, text, max_depth)
     if _may_hold_surrogates(body, text, encoding) and _SURROGATE.search(text) is not None:
         cleaned, changed = _without_surrogates(value)
         if changed:
             return cleaned, None
     return value, (None if constants else text)
+
+
+# orjson reads an integer beyond 64 bits as a float where json keeps it exact: a body with a run
+# of 19 digits anywhere (in a string too) is left to json.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def _read_plain(body: bytes) -> tuple[Any, str] | None:
+    """The common body, read by orjson (~30 µs for a 3 KB referral where json takes ~60, plus a
+    decoder made per call for its ``parse_constant`` hook): UTF-8 without a byte-order mark,
+    no ``NaN``/``Infinity``, no lone surrogate, no integer beyond 64 bits. orjson refuses the
+    first three (and anything that is not JSON) and would read the last as a float, so those
+    bodies return None and are read by json, which decode_document cleans or refuses with its
+    own message. Where orjson reads a body it gives the very same value as json (the tests
+    compare the two on generated documents)."""
+    if _LONG_DIGITS.search(body) is not None:
+        return None
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    # orjson accepted it: strict UTF-8
+    return value, body.decode("utf-8")  # pragma: no mutate: codec names ignore case
+
+
+def _check_depth(value: Any, text: str, max_depth: int) -> None:
+    # Counting brackets is cheap and bounds the depth, so only a document with more than
+    # max_depth of them is walked.
+    if text.count("{") + text.count("[") > max_depth:  # noqa: SIM102  # pragma: no mutate: a bound
+        if _depth(value, max_depth) > max_depth:
+            raise BadDocumentError(f"the body is nested more than {max_depth} levels deep")
 
 
 def too_deep(value: Any, max_depth: int = MAX_DEPTH) -> bool:

@@ -988,3 +988,40 @@ def test_an_integer_longer_than_python_reads_fails_that_document_alone() -> None
     body = b'{"id": "x", "dealValue": ' + b"9" * 5000 + b"}"
     with pytest.raises(BadDocumentError, match="cannot read"):
         decode_document(body)
+
+
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**80), max_value=2**80),  # beyond 64 bits too
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(),  # astral characters (escaped as surrogate pairs) and control characters
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.booleans())
+def test_decode_document_reads_every_json_text_as_json_does(value: Any, ascii_only: bool) -> None:
+    """Bodies orjson reads and bodies left to json come out the same as json.loads reads them:
+    the same types (an integer beyond 64 bits stays an exact int), values and key order."""
+    import json
+
+    text = json.dumps({"doc": value}, ensure_ascii=ascii_only)
+    body = text.encode("utf-8", "surrogatepass")
+    decoded, raw = decode_document(body, max_depth=64)
+    assert repr(decoded) == repr(json.loads(text))
+    assert raw == text
+
+
+def test_an_integer_beyond_64_bits_is_read_exactly() -> None:
+    """orjson would read 2**64 as a float; the body goes to json instead."""
+    decoded, raw = decode_document(b'{"id": "x", "dealValue": 18446744073709551616}')
+    assert decoded["dealValue"] == 2**64
+    assert type(decoded["dealValue"]) is int
+    assert raw == '{"id": "x", "dealValue": 18446744073709551616}'
