@@ -125,7 +125,7 @@ def insert_plain(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) 
         conn.exec_driver_sql(sql, rows)
 
 
-_COPY_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
+_COPY_SQL: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[Any, ...]]] = {}
 
 
 def copy_rows(
@@ -133,24 +133,38 @@ def copy_rows(
 ) -> None:
     """PostgreSQL: ``COPY table (columns) FROM STDIN`` in the batch's transaction.
 
-    psycopg's executemany spends ~25 µs of Python a row in its pipeline; ``COPY`` formats each
-    row in psycopg's C code (about a seventh of the job's CPU on a first load, bench/README.md).
-    A driver error comes back as SQLAlchemy's, with a lost connection invalidated and flagged
-    as SQLAlchemy flags it, so the run's one database policy judges it like any statement's.
+    psycopg's executemany spends ~25 µs of Python a row in its pipeline (and SQLAlchemy's as
+    much again for typed rows); ``COPY`` formats each row in psycopg's C code (the child rows
+    and the history versions of a first load: about a fifth of the job's CPU, bench/README.md).
+    Each value goes through its column type's bind processing, as in an INSERT (UTC instants,
+    the JSONB payload). A driver error comes back as SQLAlchemy's, with a lost connection
+    invalidated and flagged as SQLAlchemy flags it, so the run's one database policy judges it
+    like any statement's.
     """
     key = (table.name, columns)
-    sql = _COPY_SQL.get(key)
-    if sql is None:
-        quote = conn.dialect.identifier_preparer
+    cached = _COPY_SQL.get(key)
+    if cached is None:
+        dialect = conn.dialect
+        quote = dialect.identifier_preparer
         names = ", ".join(quote.quote(c) for c in columns)
-        sql = _COPY_SQL[key] = f"COPY {quote.format_table(table)} ({names}) FROM STDIN"
+        processors = tuple(
+            table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
+        )
+        sql = f"COPY {quote.format_table(table)} ({names}) FROM STDIN"
+        cached = _COPY_SQL[key] = (sql, processors)
+    sql, processors = cached
+    typed = [(name, process) for name, process in zip(columns, processors, strict=True)]
+    plain = not any(processors)
     dbapi = conn.dialect.loaded_dbapi
     proxied = conn.connection
     cursor = proxied.cursor()
     try:
         with cursor.copy(sql) as copy:
             for row in rows:
-                copy.write_row([row[name] for name in columns])
+                if plain:
+                    copy.write_row([row[name] for name in columns])
+                else:
+                    copy.write_row([process(row[n]) if process else row[n] for n, process in typed])
     except dbapi.Error as exc:
         lost = conn.dialect.is_disconnect(exc, proxied.dbapi_connection, cursor)
         if lost:
@@ -400,4 +414,7 @@ def _store_changed(
         version = history_values(flat)
         version.update(valid_from=now, valid_to=None, origin=origins.get(flat.id, "get"))
         versions.append(version)
-    conn.execute(sa.insert(history), versions)
+    if conn.dialect.driver == "psycopg":
+        copy_rows(conn, history, tuple(versions[0]), versions)
+    else:
+        conn.execute(sa.insert(history), versions)

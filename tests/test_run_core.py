@@ -542,3 +542,52 @@ def test_a_cli_run_freezes_what_its_imports_built(
     threshold, frozen = line.removeprefix("GC ").rsplit(" ", 1)
     assert threshold == "(10000, 10, 10)"
     assert int(frozen) > 20_000  # the job's modules and their libraries, not a handful
+
+
+@pytest.mark.postgres
+def test_a_history_version_by_copy_is_the_row_an_insert_writes(
+    database_urls: dict[str, Any], tmp_path: Path
+) -> None:
+    """PostgreSQL's history versions go by COPY with each column's bind processing: the same
+    row (the payload a JSON object, not a string; instants in UTC; the money exact) as
+    SQLAlchemy's INSERT writes."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from etl.flatten import RawJson
+    from etl.models import TABLES
+
+    history = TABLES["referral_history"]
+    engine = make_engine("postgres", database_urls, tmp_path)
+    version: dict[str, Any] = {
+        "referral_id": "r",
+        "etag": '"e1"',
+        "status": "Active",
+        "substatus": "Accepted",
+        "qualification": None,
+        "deal_value": Decimal("1234.5600"),
+        "currency": "EUR",
+        "closing_at": datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
+        "updated_at": datetime(2026, 2, 1, 8, 30, 15, 123000, tzinfo=UTC),
+        "payload": RawJson('{"id":"r","name":"n\\u00e9","nested":{"a":[1,2.5,null]}}'),
+        "valid_from": datetime(2026, 12, 2, 6, 0, tzinfo=UTC),
+        "valid_to": None,
+        "origin": "get",
+    }
+    # A cleaned document (lone surrogates replaced) is stored re-serialised: a dict payload.
+    cleaned = {**version, "referral_id": "q", "payload": {"id": "q", "name": "bad \ufffd"}}
+    try:
+        with engine.begin() as conn:
+            store.copy_rows(conn, history, tuple(version), [version, cleaned])
+            again = [{**v, "referral_id": v["referral_id"] + "2"} for v in (version, cleaned)]
+            conn.execute(sa.insert(history), again)
+        rows = {r["referral_id"]: r for r in rows_of(engine, "referral_history")}
+        for copied, inserted in (("r", "r2"), ("q", "q2")):
+            assert {k: v for k, v in rows[copied].items() if k not in {"id", "referral_id"}} == {
+                k: v for k, v in rows[inserted].items() if k not in {"id", "referral_id"}
+            }
+        assert rows["r"]["payload"] == {"id": "r", "name": "né", "nested": {"a": [1, 2.5, None]}}
+        assert rows["q"]["payload"] == {"id": "q", "name": "bad \ufffd"}
+        assert rows["r"]["updated_at"] == version["updated_at"]
+    finally:
+        engine.dispose()
