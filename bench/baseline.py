@@ -12,19 +12,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Session
 
 from etl.flatten import flatten_referral, history_values
-from etl.models import CHILD_TABLES, Base, Referral, ReferralHistory, SyncState
+from etl.models import CHILD_TABLES, TABLES
+
+
+class _Base(DeclarativeBase):
+    """ORM classes mapped onto the project's tables, as a user's script would declare them."""
+
 
 _CLASSES: dict[str, Any] = {
-    cast(sa.Table, m.local_table).name: m.class_ for m in Base.registry.mappers
+    name: type(f"_{name.title().replace('_', '')}", (_Base,), {"__table__": table})
+    for name, table in TABLES.items()
 }
+Referral, ReferralHistory, SyncState = (
+    _CLASSES[name] for name in ("referrals", "referral_history", "sync_state")
+)
 
 
 class SyncTransport(httpx.BaseTransport):

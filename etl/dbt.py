@@ -19,7 +19,7 @@ from typing import Final
 
 from sqlalchemy import MetaData, Table
 
-from etl.models import Base
+from etl.models import metadata as models_metadata
 from etl.views import OUTCOMES, TIME_SOURCES, VIEWS, View
 
 SOURCE: Final = "referrals_etl"
@@ -146,7 +146,7 @@ def _view_columns(view: View, indent: str) -> list[str]:
 
 def render_sources(metadata: MetaData | None = None, views: Sequence[View] | None = None) -> str:
     """``sources.yml``: every table and view of the schema, described and tested."""
-    meta = Base.metadata if metadata is None else metadata
+    meta = models_metadata if metadata is None else metadata
     lines = [
         _HEADER.rstrip("\n"),
         "version: 2",

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.engine import Dialect
 
-from etl.models import Base
+from etl.models import metadata as models_metadata
 from etl.views import MARIADB, POSTGRESQL, SQLITE, VIEWS, View
 
 _DIALECTS: tuple[tuple[str, str, Dialect], ...] = (
@@ -58,7 +58,7 @@ def render_data_dictionary(
     metadata: MetaData | None = None, views: Sequence[View] | None = None
 ) -> str:
     """The Markdown data dictionary of ``metadata`` (default: the models) and ``views``."""
-    meta = Base.metadata if metadata is None else metadata
+    meta = models_metadata if metadata is None else metadata
     shown_views = VIEWS if views is None else views
     tables = list(meta.tables.values())
     parts = [_INTRO, _contents(tables, shown_views), "## Tables"]

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from etl import db
 from etl.dictionary import render_data_dictionary
-from etl.models import TABLES, Base
+from etl.models import TABLES, metadata
 from etl.sandbox import Sandbox
 from etl.views import (
     LIST_KINDS,
@@ -1143,8 +1143,8 @@ def test_committed_data_dictionary_is_up_to_date() -> None:
 
 def test_data_dictionary_changes_when_the_models_change() -> None:
     """The staleness check can fail: a new column in (a copy of) the metadata shows up."""
-    copy = sa.MetaData(naming_convention=Base.metadata.naming_convention)
-    for table in Base.metadata.tables.values():
+    copy = sa.MetaData(naming_convention=metadata.naming_convention)
+    for table in metadata.tables.values():
         table.to_metadata(copy)
     copy.tables["referrals"].append_column(
         sa.Column("win_probability", sa.Numeric(5, 4), comment="details.winProbability")

@@ -23,7 +23,7 @@ from conftest import IN_CI, POSTGRES_URL, _drop_server_db, _server_db, backfill
 from etl import db
 from etl.dbt import SOURCE, render_files, render_sources, staging_name
 from etl.dictionary import render_data_dictionary
-from etl.models import TABLES, Base
+from etl.models import TABLES, metadata
 from etl.rates import Rate, load_rates
 from etl.sandbox import Sandbox
 from etl.views import VIEWS
@@ -50,8 +50,8 @@ def test_committed_dbt_files_are_up_to_date() -> None:
 def test_a_new_column_changes_the_rendered_docs() -> None:
     """Adding a column changes the dictionary and the sources (so the up-to-date tests fail
     until both are regenerated), with the column's comment as its description in both."""
-    copy = sa.MetaData(naming_convention=Base.metadata.naming_convention)
-    for table in Base.metadata.tables.values():
+    copy = sa.MetaData(naming_convention=metadata.naming_convention)
+    for table in metadata.tables.values():
         table.to_metadata(copy)
     copy.tables["referrals"].append_column(
         sa.Column("win_probability", sa.Numeric(5, 4), comment="details.winProbability")

@@ -11,9 +11,9 @@ from sqlalchemy.engine import Connection
 
 from etl.config import load_settings
 from etl.db import create_engine_for
-from etl.models import Base
+from etl.models import metadata
 
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _run(connection: Connection) -> None:
