@@ -107,7 +107,7 @@ def insert_plain(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) 
     ``COPY`` (:func:`copy_rows`).
     """
     columns = tuple(rows[0])
-    if conn.dialect.driver == "psycopg":
+    if by_copy(conn):
         copy_rows(conn, table, columns, rows)
         return
     key = (conn.dialect.name, table.name, columns)
@@ -125,7 +125,15 @@ def insert_plain(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) 
         conn.exec_driver_sql(sql, rows)
 
 
-_COPY_SQL: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[Any, ...]]] = {}
+# Per table and columns: the COPY statement, and each column's bind processor (None when no
+# column of the rows needs one, as for the child rows).
+_Processors = tuple[tuple[str, Any], ...] | None
+_COPY_SQL: dict[tuple[str, tuple[str, ...]], tuple[str, _Processors]] = {}
+
+
+def by_copy(conn: Connection) -> bool:
+    """Whether rows are written by COPY on this connection (PostgreSQL through psycopg)."""
+    return conn.dialect.driver == "psycopg"
 
 
 def copy_rows(
@@ -147,24 +155,25 @@ def copy_rows(
         dialect = conn.dialect
         quote = dialect.identifier_preparer
         names = ", ".join(quote.quote(c) for c in columns)
-        processors = tuple(
-            table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns
+        found: tuple[tuple[str, Any], ...] = tuple(
+            (name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in columns
         )
         sql = f"COPY {quote.format_table(table)} ({names}) FROM STDIN"
-        cached = _COPY_SQL[key] = (sql, processors)
+        typed = any(process for _, process in found)
+        cached = _COPY_SQL[key] = (sql, found if typed else None)
     sql, processors = cached
-    typed = [(name, process) for name, process in zip(columns, processors, strict=True)]
-    plain = not any(processors)
     dbapi = conn.dialect.loaded_dbapi
     proxied = conn.connection
     cursor = proxied.cursor()
     try:
         with cursor.copy(sql) as copy:
-            for row in rows:
-                if plain:
+            if processors is None:
+                for row in rows:
                     copy.write_row([row[name] for name in columns])
-                else:
-                    copy.write_row([process(row[n]) if process else row[n] for n, process in typed])
+            else:
+                for row in rows:
+                    copy.write_row([p(row[n]) if p else row[n] for n, p in processors])
     except dbapi.Error as exc:
         lost = conn.dialect.is_disconnect(exc, proxied.dbapi_connection, cursor)
         if lost:
@@ -414,7 +423,7 @@ def _store_changed(
         version = history_values(flat)
         version.update(valid_from=now, valid_to=None, origin=origins.get(flat.id, "get"))
         versions.append(version)
-    if conn.dialect.driver == "psycopg":
+    if by_copy(conn):
         copy_rows(conn, history, tuple(versions[0]), versions)
     else:
         conn.execute(sa.insert(history), versions)
