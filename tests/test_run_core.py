@@ -511,39 +511,6 @@ def test_a_value_copy_refuses_is_a_refused_value(
         engine.dispose()
 
 
-def test_a_cli_run_freezes_what_its_imports_built(
-    served: tuple[Sandbox, str], database_urls: dict[str, Any], tmp_path: Path
-) -> None:
-    """`backfill` moves the objects its imports made out of the collector's reach and collects
-    the youngest generation less often (a first load spent ~10% of its CPU in the collector);
-    the run itself is unchanged."""
-    box, base_url = served
-    engine = make_engine("sqlite", database_urls, tmp_path)
-    ids_file = tmp_path / "ids.txt"
-    ids_file.write_text("\n".join(box.ids[:30]) + "\n")
-    probe = (
-        "import atexit, gc, sys\n"
-        "from etl.cli.entry import main\n"
-        "atexit.register(lambda: print('GC', gc.get_threshold(), gc.get_freeze_count()))\n"
-        "main(sys.argv[1:])\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", probe, "backfill", str(ids_file)],
-        env=_env(engine.url.render_as_string(hide_password=False), base_url),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert _stored(engine) == 30
-    engine.dispose()
-    [line] = [x for x in done.stdout.splitlines() if x.startswith("GC ")]
-    threshold, frozen = line.removeprefix("GC ").rsplit(" ", 1)
-    assert threshold == "(10000, 10, 10)"
-    assert int(frozen) > 20_000  # the job's modules and their libraries, not a handful
-
-
 @pytest.mark.postgres
 def test_a_history_version_by_copy_is_the_row_an_insert_writes(
     database_urls: dict[str, Any], tmp_path: Path

@@ -32,17 +32,26 @@ log = logging.getLogger("etl.cli")
 _GC_THRESHOLDS = (10_000, 10, 10)
 
 
-def settle_collector() -> None:
-    """Called by the commands that run, once their modules are imported.
+@contextlib.contextmanager
+def settled_collector() -> Iterator[None]:
+    """Around the commands that run, once their modules are imported.
 
     What the imports built (SQLAlchemy's, httpx's and the job's classes and caches: ~73,000
     objects the collector tracks) lives as long as the process: ``gc.freeze()`` moves it out
     of the collector's reach, so a full collection walks only what runs allocate; and young
     collections run less often. A 3,000-id first load spent 0.24-0.30 s in the collector,
     0.08-0.09 s after this (bench/README.md). Cycles are still collected, in larger steps.
+    On the way out the collector is given back as it was (thresholds, nothing left frozen),
+    for a caller that runs the command in its own process.
     """
+    thresholds = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(*_GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _overrides(concurrency: int | None) -> dict[str, dict[str, Any]]:
@@ -135,7 +144,6 @@ def _execute(
     from etl import db
     from etl.auth import build_auth
 
-    settle_collector()  # the caller imported etl.sync, and with it the whole run
     engine = db.create_engine_for(settings.database.url)
     options.auth = build_auth(settings, options.stop)
     progress = _progress_bar()
@@ -143,7 +151,8 @@ def _execute(
     _install_signal_handlers(options)
     report: SyncReport | None = None
     try:
-        report = run(engine, options)
+        with settled_collector():  # the caller imported etl.sync, and with it the whole run
+            report = run(engine, options)
     except EtlError as exc:
         report = exc.report  # also when the run raised: alerts need failed runs
         raise
@@ -247,7 +256,6 @@ def schedule(metrics_file: str | None, pushgateway: str | None) -> None:
     from etl.scheduler import run_schedule
 
     settings = current_state().settings()
-    settle_collector()
     served, server = LastRunMetrics(), None
     if settings.schedule.metrics_port:
         try:
@@ -263,7 +271,8 @@ def schedule(metrics_file: str | None, pushgateway: str | None) -> None:
         _emit_metrics(report, metrics_file, pushgateway, "schedule", None)
 
     try:
-        code = run_schedule(settings, on_report=on_report)
+        with settled_collector():
+            code = run_schedule(settings, on_report=on_report)
     finally:
         if server is not None:
             server.close()
