@@ -27,6 +27,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10  # seconds to open a connection to a database server before giving up
+# Seconds a statement waits for a lock another session holds before it fails. PostgreSQL waits
+# for ever by default: a session holding `LOCK TABLE` or an ALTER in an open transaction held
+# the run (and SIGTERM, its thread being blocked in the driver) for as long as it lasted. The
+# job's own transactions hold row locks for one batch (~0.1 s); a longer wait is someone else's
+# and ends the run with exit 5 and one line. MySQL/MariaDB wait 50 s by default: the same 10.
+LOCK_TIMEOUT = 10
 
 _DRIVERS = {
     "postgresql": ("postgresql+psycopg", "psycopg", "postgres"),
@@ -70,7 +76,12 @@ def create_engine_for(url: str, **kwargs: Any) -> Engine:
     else:
         kwargs.setdefault("pool_pre_ping", True)
         # A server that does not answer fails the connection in seconds, not minutes.
-        kwargs.setdefault("connect_args", {"connect_timeout": CONNECT_TIMEOUT})
+        connect_args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+        if backend == "postgresql":
+            connect_args["options"] = f"-c lock_timeout={LOCK_TIMEOUT * 1000}"
+        else:
+            connect_args["init_command"] = f"SET SESSION innodb_lock_wait_timeout = {LOCK_TIMEOUT}"
+        kwargs.setdefault("connect_args", connect_args)
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except ModuleNotFoundError as exc:

@@ -558,3 +558,62 @@ def test_a_history_version_by_copy_is_the_row_an_insert_writes(
         assert rows["r"]["updated_at"] == version["updated_at"]
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("dialect", "query", "expected"),
+    [
+        pytest.param("postgres", "SHOW lock_timeout", "10s", marks=pytest.mark.postgres),
+        pytest.param(
+            "mariadb", "SELECT @@innodb_lock_wait_timeout", "10", marks=pytest.mark.mariadb
+        ),
+    ],
+)
+def test_a_database_session_waits_ten_seconds_for_a_lock_at_most(
+    database_urls: dict[str, Any], tmp_path: Path, dialect: str, query: str, expected: str
+) -> None:
+    """Every session of the job bounds its lock waits (PostgreSQL waits for ever by default,
+    MySQL/MariaDB 50 s)."""
+    engine = make_engine(dialect, database_urls, tmp_path)
+    try:
+        with engine.connect() as conn:
+            assert str(conn.execute(sa.text(query)).scalar_one()) == expected
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_table_locked_by_another_session_ends_the_run_with_exit_5(
+    served: tuple[Sandbox, str], database_urls: dict[str, Any], tmp_path: Path
+) -> None:
+    """Another session holding a lock on `referrals` (an ALTER or a LOCK TABLE in an open
+    transaction) used to hold the backfill, and SIGTERM with it, for as long as it lasted: the
+    run now fails after the lock timeout with one line, recorded `failed`, its lease released,
+    and the next run completes once the lock is gone."""
+    box, base_url = served
+    engine = make_engine("postgres", database_urls, tmp_path)
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(box.ids[:200]) + "\n")
+    env = _env(engine.url.render_as_string(hide_password=False), base_url)
+    args = [sys.executable, "-m", "etl", "backfill", str(ids_file)]
+    try:
+        with engine.connect() as holder:
+            holder.begin()
+            holder.execute(sa.text("LOCK TABLE referrals IN ACCESS EXCLUSIVE MODE"))
+            try:
+                done = subprocess.run(
+                    args, env=env, capture_output=True, text=True, timeout=120, check=False
+                )
+            finally:
+                holder.rollback()
+        assert done.returncode == 5, done.stderr[-2000:]
+        [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+        assert "lock timeout" in line
+        [run] = rows_of(engine, "sync_runs")
+        assert run["status"] == "failed"
+        assert rows_of(engine, "sync_locks") == []
+        again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert _stored(engine) == 200
+    finally:
+        engine.dispose()
