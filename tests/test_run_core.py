@@ -464,57 +464,53 @@ def test_database_calls_run_on_the_runs_own_two_threads(sqlite_engine: Engine) -
     assert asyncio.run(names()) <= {"etl-db_0", "etl-db_1"}
 
 
+@pytest.fixture
+def postgres_engine(database_urls: dict[str, Any], tmp_path: Path) -> Iterator[Engine]:
+    """A migrated, empty PostgreSQL database (the tests of what only PostgreSQL does)."""
+    engine = make_engine("postgres", database_urls, tmp_path)
+    yield engine
+    engine.dispose()
+
+
 @pytest.mark.postgres
-def test_a_connection_lost_during_copy_is_a_lost_connection(
-    database_urls: dict[str, Any], tmp_path: Path
-) -> None:
+def test_a_connection_lost_during_copy_is_a_lost_connection(postgres_engine: Engine) -> None:
     """PostgreSQL's child rows go by COPY, outside SQLAlchemy's statements: a session killed
     under it still comes back as SQLAlchemy's error with the connection invalidated, so the
     run's database policy retries the batch on a fresh connection."""
     from etl.db_policy import lost_connection
     from etl.models import TABLES
 
-    engine = make_engine("postgres", database_urls, tmp_path)
+    engine = postgres_engine
     row = {"referral_id": "a", "position": 0, "target_type": "t", "target_id": "x"}
-    try:
-        with engine.connect() as conn:
-            conn.begin()
-            pid: int = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
-            with engine.connect() as other:
-                other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-            with pytest.raises(sa.exc.DBAPIError) as raised:
-                store.insert_plain(conn, TABLES["referral_targets"], [row])
-        assert raised.value.connection_invalidated
-        assert lost_connection(raised.value)
-        assert "COPY" in str(raised.value.statement)
-    finally:
-        engine.dispose()
+    with engine.connect() as conn:
+        conn.begin()
+        pid: int = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        with engine.connect() as other:
+            other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(sa.exc.DBAPIError) as raised:
+            store.insert_plain(conn, TABLES["referral_targets"], [row])
+    assert raised.value.connection_invalidated
+    assert lost_connection(raised.value)
+    assert "COPY" in str(raised.value.statement)
 
 
 @pytest.mark.postgres
-def test_a_value_copy_refuses_is_a_refused_value(
-    database_urls: dict[str, Any], tmp_path: Path
-) -> None:
+def test_a_value_copy_refuses_is_a_refused_value(postgres_engine: Engine) -> None:
     """A child value PostgreSQL refuses under COPY (a NUL in text) comes back as SQLAlchemy's
     DataError, so the writer isolates that referral instead of failing the run."""
     from etl.db_policy import refused_value
     from etl.models import TABLES
 
-    engine = make_engine("postgres", database_urls, tmp_path)
+    engine = postgres_engine
     row = {"referral_id": "a", "position": 0, "target_type": "nul\u0000byte", "target_id": "x"}
-    try:
-        with pytest.raises(sa.exc.DataError) as raised, engine.begin() as conn:
-            store.insert_plain(conn, TABLES["referral_targets"], [row])
-        assert refused_value(raised.value)
-        assert "0x00" in str(raised.value.orig)
-    finally:
-        engine.dispose()
+    with pytest.raises(sa.exc.DataError) as raised, engine.begin() as conn:
+        store.insert_plain(conn, TABLES["referral_targets"], [row])
+    assert refused_value(raised.value)
+    assert "0x00" in str(raised.value.orig)
 
 
 @pytest.mark.postgres
-def test_a_history_version_by_copy_is_the_row_an_insert_writes(
-    database_urls: dict[str, Any], tmp_path: Path
-) -> None:
+def test_a_history_version_by_copy_is_the_row_an_insert_writes(postgres_engine: Engine) -> None:
     """PostgreSQL's history versions go by COPY with each column's bind processing: the same
     row (the payload a JSON object, not a string; instants in UTC; the money exact) as
     SQLAlchemy's INSERT writes."""
@@ -525,7 +521,7 @@ def test_a_history_version_by_copy_is_the_row_an_insert_writes(
     from etl.models import TABLES
 
     history = TABLES["referral_history"]
-    engine = make_engine("postgres", database_urls, tmp_path)
+    engine = postgres_engine
     version: dict[str, Any] = {
         "referral_id": "r",
         "etag": '"e1"',
@@ -543,21 +539,18 @@ def test_a_history_version_by_copy_is_the_row_an_insert_writes(
     }
     # A cleaned document (lone surrogates replaced) is stored re-serialised: a dict payload.
     cleaned = {**version, "referral_id": "q", "payload": {"id": "q", "name": "bad \ufffd"}}
-    try:
-        with engine.begin() as conn:
-            store.copy_rows(conn, history, tuple(version), [version, cleaned])
-            again = [{**v, "referral_id": v["referral_id"] + "2"} for v in (version, cleaned)]
-            conn.execute(sa.insert(history), again)
-        rows = {r["referral_id"]: r for r in rows_of(engine, "referral_history")}
-        for copied, inserted in (("r", "r2"), ("q", "q2")):
-            assert {k: v for k, v in rows[copied].items() if k not in {"id", "referral_id"}} == {
-                k: v for k, v in rows[inserted].items() if k not in {"id", "referral_id"}
-            }
-        assert rows["r"]["payload"] == {"id": "r", "name": "né", "nested": {"a": [1, 2.5, None]}}
-        assert rows["q"]["payload"] == {"id": "q", "name": "bad \ufffd"}
-        assert rows["r"]["updated_at"] == version["updated_at"]
-    finally:
-        engine.dispose()
+    with engine.begin() as conn:
+        store.copy_rows(conn, history, tuple(version), [version, cleaned])
+        again = [{**v, "referral_id": v["referral_id"] + "2"} for v in (version, cleaned)]
+        conn.execute(sa.insert(history), again)
+    rows = {r["referral_id"]: r for r in rows_of(engine, "referral_history")}
+    for copied, inserted in (("r", "r2"), ("q", "q2")):
+        assert {k: v for k, v in rows[copied].items() if k not in {"id", "referral_id"}} == {
+            k: v for k, v in rows[inserted].items() if k not in {"id", "referral_id"}
+        }
+    assert rows["r"]["payload"] == {"id": "r", "name": "né", "nested": {"a": [1, 2.5, None]}}
+    assert rows["q"]["payload"] == {"id": "q", "name": "bad \ufffd"}
+    assert rows["r"]["updated_at"] == version["updated_at"]
 
 
 @pytest.mark.parametrize(
@@ -584,36 +577,33 @@ def test_a_database_session_waits_ten_seconds_for_a_lock_at_most(
 
 @pytest.mark.postgres
 def test_a_table_locked_by_another_session_ends_the_run_with_exit_5(
-    served: tuple[Sandbox, str], database_urls: dict[str, Any], tmp_path: Path
+    served: tuple[Sandbox, str], postgres_engine: Engine, tmp_path: Path
 ) -> None:
     """Another session holding a lock on `referrals` (an ALTER or a LOCK TABLE in an open
     transaction) used to hold the backfill, and SIGTERM with it, for as long as it lasted: the
     run now fails after the lock timeout with one line, recorded `failed`, its lease released,
     and the next run completes once the lock is gone."""
     box, base_url = served
-    engine = make_engine("postgres", database_urls, tmp_path)
+    engine = postgres_engine
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("\n".join(box.ids[:200]) + "\n")
     env = _env(engine.url.render_as_string(hide_password=False), base_url)
     args = [sys.executable, "-m", "etl", "backfill", str(ids_file)]
-    try:
-        with engine.connect() as holder:
-            holder.begin()
-            holder.execute(sa.text("LOCK TABLE referrals IN ACCESS EXCLUSIVE MODE"))
-            try:
-                done = subprocess.run(
-                    args, env=env, capture_output=True, text=True, timeout=120, check=False
-                )
-            finally:
-                holder.rollback()
-        assert done.returncode == 5, done.stderr[-2000:]
-        [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
-        assert "lock timeout" in line
-        [run] = rows_of(engine, "sync_runs")
-        assert run["status"] == "failed"
-        assert rows_of(engine, "sync_locks") == []
-        again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
-        assert again.returncode == 0, again.stderr[-2000:]
-        assert _stored(engine) == 200
-    finally:
-        engine.dispose()
+    with engine.connect() as holder:
+        holder.begin()
+        holder.execute(sa.text("LOCK TABLE referrals IN ACCESS EXCLUSIVE MODE"))
+        try:
+            done = subprocess.run(
+                args, env=env, capture_output=True, text=True, timeout=120, check=False
+            )
+        finally:
+            holder.rollback()
+    assert done.returncode == 5, done.stderr[-2000:]
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert "lock timeout" in line
+    [run] = rows_of(engine, "sync_runs")
+    assert run["status"] == "failed"
+    assert rows_of(engine, "sync_locks") == []
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _stored(engine) == 200
